@@ -180,8 +180,13 @@ def build_scheduler(optimizer: Any, segment: ScheduleSegment, weight_decay: floa
     """Megatron's ``OptimizerParamScheduler`` for one schedule segment, at its step 0.
 
     Constructing it sets the param groups' LR to the segment's first value (0 with warm-up).
+    Megatron's scheduler reads each param group's ``max_lr``/``min_lr`` before its own, so they
+    are set to the segment's here.
     """
     decay = segment.decay_iters
+    for group in optimizer.param_groups:
+        group["max_lr"] = segment.lr
+        group["min_lr"] = segment.min_lr
     return OptimizerParamScheduler(
         optimizer,
         init_lr=0.0 if segment.warmup_iters > 0 else segment.lr,
