@@ -50,19 +50,24 @@ def setup(tmp_path_factory, single_process_parallel_state):
 def test_make_and_eval_clka(setup, capsys):
     root, files = setup["root"], setup["files"]
     out = str(root / "clka")
-    assert _tool("make_clka").main(["--output-dir", out, "--facts-per-period", "6", "--num-periods", "2", "--frequencies", "1,3",
+    assert _tool("make_clka").main(["--output-dir", out, "--facts-per-period", "8", "--num-periods", "2", "--frequencies", "1,3",
                                     "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", files["vocab_file"],
                                     "--merge-file", files["merge_file"]]) == 0
     sched = json.load(open(os.path.join(out, "schedule.json")))
     assert [p["start_iteration"] for p in sched["periods"]] == [0, 250]
-    assert sched["periods"][0]["documents"] == 3 * 1 + 3 * 3
+    assert sched["periods"][0]["documents"] == 4 * 1 + 4 * 3
     res_path = str(root / "res" / "clka.json")
     assert _tool("eval_clka").main(["--load", setup["ckpt"], "--test-dir", out, "--languages", "en,de,en_clone",
-                                    "--period", "1", "--output", res_path]) == 0
+                                    "--period", "1", "--familiarity-text", os.path.join(out, "knowledge.jsonl"),
+                                    "--control", "no-knowledge", "--output", res_path]) == 0
     res = json.load(open(res_path))
-    assert set(res["results"]) == {"en", "de", "en_clone"} and res["results"]["en"]["items"] == 6
+    assert set(res["results"]) == {"en", "de", "en_clone"} and res["results"]["en"]["items"] == 8
     assert res["checkpoint"]["iteration"] == 10
-    assert "acc (len-norm)" in capsys.readouterr().out
+    assert res["control"] == "no-knowledge" and res["results"]["en"]["chance"] == 25.0
+    fam = res["controls"]["familiarity"]
+    assert set(fam) == {"en", "de", "en_clone"} and all(v["accuracy"] == 25.0 and v["items"] == 8 for v in fam.values())
+    printed = capsys.readouterr().out
+    assert "acc (len-norm)" in printed and "CONTROL RUN: no-knowledge" in printed and "familiarity" in printed
 
 
 def test_eval_clka_missing_checkpoint_leaves_no_result(setup, tmp_path):
