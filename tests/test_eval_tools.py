@@ -153,7 +153,9 @@ def test_eval_similarity_and_summary_tools(setup, tmp_path, capsys):
                                           "--output", out, "--plot", str(tmp_path / "sim.png")]) == 0
     pts = json.load(open(out))["results"]
     assert [p["iteration"] for p in pts] == [10] and set(pts[0]["similarity"]) >= {"emb", "layer1", "out"}
-    assert (tmp_path / "sim.png").exists()
+    assert {"emb/centred_cosine", "layer1/raw_cosine", "out/norm_ratio"} <= set(pts[0]["similarity"])
+    assert (tmp_path / "sim.png").exists() and (tmp_path / "sim_centred.png").exists()
+    assert "centred cos" in capsys.readouterr().out
     capsys.readouterr()
     md = str(tmp_path / "table.md")
     assert _tool("summarize_results").main(["--run", f"R={tmp_path / 'run'}", "--layout", "synthetic", "--output", md]) == 0

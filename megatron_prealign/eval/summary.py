@@ -133,5 +133,7 @@ def curves(runs: Dict[str, Dict[str, List[dict]]]) -> Dict[str, Dict[str, Dict[i
                 for level, value in pt["similarity"].items():
                     if "/" not in level:
                         out[f"similarity_{level}"][name][int(pt["iteration"])] = value
+                    elif level.endswith("/centred_cosine"):
+                        out[f"similarity_centred_{level.split('/')[0]}"][name][int(pt["iteration"])] = value
     return {k: {r: dict(v) for r, v in d.items() if len(v) > 1} for k, d in out.items()
             if any(len(v) > 1 for v in d.values())}
