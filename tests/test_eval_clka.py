@@ -255,7 +255,7 @@ def test_corpus_piece_names_are_multi_piece_and_deterministic(tiny_bpe, capsys):
     mean = lambda ns: sum(len(tok.tokenize(" " + n)) for n in ns) / len(ns)  # noqa: E731
     assert mean(syl) > mean(names) + 1
     manifest = json.load(open(root / "pieces" / "manifest.json"))
-    assert manifest["name_stats"]["object_names"]["max_tokens_per_name"] <= 4
+    assert manifest["name_stats"]["names"]["max_tokens_per_name"] <= 4
     # test sets keep the multilingual templates and the knowledge text file is the binarized one
     items = clka.read_test_items(str(root / "pieces" / "test" / "ru.jsonl"))
     assert all(it["objects"][it["answer"]] in it["options"][it["answer"]] for it in items)

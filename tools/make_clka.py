@@ -156,18 +156,21 @@ def main(argv=None) -> int:
     if unequal:  # the generator guarantees equal counts; a failure here is a bug, not bad input
         raise RuntimeError(f"{unequal} facts have distractors occurring unlike their true object in the knowledge text")
     objects = {f.object.id: f.object for f in facts}
+    artificial = [e for e in objects.values() if e.id.split(":")[0] not in clka.CLOSED_ENTITIES]
     stats = {
-        "names": clka.name_token_stats(list(objects.values()) + [f.subject for f in facts], tokenizer.tokenize, piece_ids),
-        "object_names": clka.name_token_stats(
-            [e for e in objects.values() if not e.id.split(":")[0] in clka.CLOSED_ENTITIES], tokenizer.tokenize, piece_ids),
+        # every artificial name (subjects and artificial objects)
+        "names": clka.name_token_stats(artificial + [f.subject for f in facts], tokenizer.tokenize, piece_ids),
+        # the objects the options differ in (artificial and closed-class, e.g. countries)
+        "option_objects": clka.name_token_stats(list(objects.values()), tokenizer.tokenize, piece_ids),
         "familiarity_en": clka.familiarity_baseline(clka.build_test_items(facts, "en", seed=args.seed), text, "en").__dict__,
     }
-    n = stats["object_names"]
-    print(f"names ({args.name_pieces}): {stats['names']['mean_tokens_per_name']:.2f} tokens per name "
-          f"(artificial objects {n['mean_tokens_per_name']:.2f}, min {n['min_tokens_per_name']}, max {n['max_tokens_per_name']}), "
-          f"single-letter tokens {n['single_char_token_share']:.1f}%"
-          + (f", corpus-piece tokens {n['corpus_piece_token_share']:.1f}%" if "corpus_piece_token_share" in n else "")
-          + " of the option-distinguishing (object) tokens")
+    n, o = stats["names"], stats["option_objects"]
+    print(f"names ({args.name_pieces}): {n['mean_tokens_per_name']:.2f} tokens per name (min {n['min_tokens_per_name']}, "
+          f"max {n['max_tokens_per_name']}), single-letter tokens {n['single_char_token_share']:.1f}%"
+          + (f", corpus-piece tokens {n['corpus_piece_token_share']:.1f}%" if "corpus_piece_token_share" in n else ""))
+    print(f"option-distinguishing (object) tokens: {o['mean_tokens_per_name']:.2f} per object, single-letter "
+          f"{o['single_char_token_share']:.1f}%" + (f", corpus pieces {o['corpus_piece_token_share']:.1f}%"
+                                                    if "corpus_piece_token_share" in o else ""))
     fam = stats["familiarity_en"]
     print(f"familiarity baseline on the knowledge text (en): {fam['accuracy']:.1f}% (chance {fam['chance']:.1f}%), "
           f"every option's object occurs as often as the true one")
