@@ -11,7 +11,16 @@ unique per language across all generated entities.
   (frequency buckets), one document per statement, split into ``num_periods`` injection periods
   (paper Fig. 4: 250-step periods, evaluated after each); see ``tools/make_clka.py``.
 * Test sets (per language): the true statement and ``num_distractors`` statements whose object
-  is replaced by other random entities of the same type; option order is shuffled.
+  is replaced by the objects of the other facts of its *block* (facts come in blocks of
+  ``1 + num_distractors`` subjects with one relation and frequency, whose objects are one fixed
+  group of distinct entities of the type); option order is shuffled. Every option's object thus
+  occurs in the knowledge text exactly as often as the true object: "pick the option whose
+  object was seen (most) in training" (:func:`familiarity_baseline`) is at chance.
+* Names: CV syllables by default, or (:class:`NamePieces`, ``tools/make_clka.py --name-pieces
+  corpus``) frequent multi-letter BPE pieces of the English corpus, so names tokenize like real
+  names (2-4 pieces) instead of letter by letter; transliterated per script
+  (:func:`render_latin_word`). No name's English form contains, or is contained in, another
+  entity's or the templates' text, so string counts over the knowledge text are exact.
 
 Evaluation ranks the options by the model's log-likelihood of the whole statement (sum of
 token log-probs after an EOD context; the primary metric is *not* length-normalised, the
