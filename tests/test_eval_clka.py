@@ -267,3 +267,15 @@ def test_vocab_piece_names(tiny_bpe):
     assert _make_clka(tiny_bpe, tiny_bpe["root"] / "vocab", "--name-pieces", "vocab") == 0
     for name in set(_names(tiny_bpe["root"] / "vocab")):
         assert 2 <= len(tiny_bpe["tok"].tokenize(" " + name)) <= 4
+
+
+def test_attach_objects_to_older_items(tmp_path):
+    facts = clka.generate_facts(clka.CLKAConfig(seed=4, facts_per_period=12, object_pool_size=8))
+    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(clka.fact_record(f)) + "\n" for f in facts))
+    for lang in ("en", "ru"):
+        new = clka.build_test_items(facts, lang)
+        old = [{k: v for k, v in it.items() if k not in ("objects", "objects_en")} for it in new]
+        assert clka.attach_objects(old, str(tmp_path / "facts.jsonl")) == new
+    bad = [dict(old[0], options=["x"] + old[0]["options"][1:])]
+    with pytest.raises(ValueError, match="no statement of its fact"):
+        clka.attach_objects(bad, str(tmp_path / "facts.jsonl"))

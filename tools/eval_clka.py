@@ -90,8 +90,10 @@ def main(argv=None) -> int:
         score = lambda c, s: score_sequences(model, c, s, batch_size=args.batch_size, pad_id=tok.eod, progress=True)  # noqa: E731
         if familiarity_text is not None:
             try:
+                if not all(it.get("objects_en") for it in items):  # an older test set: objects from facts.jsonl
+                    items = clka.attach_objects(items, os.path.join(args.test_dir, "facts.jsonl"))
                 familiarity[lang] = clka.familiarity_baseline(items, familiarity_text, lang)
-            except ValueError as exc:
+            except (OSError, ValueError) as exc:
                 p.error(f"{path}: {exc}")
         res = clka.evaluate_items(items, encode, score, [tok.eod], lang)
         results.append(res)

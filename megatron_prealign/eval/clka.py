@@ -651,6 +651,41 @@ def familiarity_baseline(items: Sequence[dict], text: str, language: str) -> Fam
                              100.0 * seen / total if total else float("nan"))
 
 
+def attach_objects(items: List[dict], facts_path: str) -> List[dict]:
+    """Add ``objects``/``objects_en`` to items of an older test set from its ``facts.jsonl``
+    (each option is matched to the fact's object or distractor whose statement it is).
+
+    Raises:
+        ValueError: a missing fact or an option that is no candidate's statement (one line).
+    """
+    if not os.path.isfile(facts_path):
+        raise FileNotFoundError(f"{facts_path}: no such file (test items carry no objects)")
+    facts = {}
+    with open(facts_path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                facts[row["id"]] = row
+    out = []
+    for item in items:
+        if item.get("objects_en"):
+            out.append(item)
+            continue
+        row = facts.get(item.get("fact_id"))
+        if row is None:
+            raise ValueError(f"{facts_path}: no fact {item.get('fact_id')!r} for item {item.get('id')!r}")
+        lang = "en" if item.get("language") in ("en_clone", "en-clone", None) else item["language"]
+        subject = Entity(**row["subject"])
+        cands = [Entity(**e) for e in [row["object"]] + row["distractors"]]
+        by_text = {statement(row["pid"], subject, c, lang): c for c in cands}
+        try:
+            objs = [by_text[o] for o in item["options"]]
+        except KeyError:
+            raise ValueError(f"{facts_path}: item {item.get('id')!r} has an option that is no statement of its fact") from None
+        out.append(dict(item, objects=[c.forms[lang] for c in objs], objects_en=[c.forms["en"] for c in objs]))
+    return out
+
+
 def object_counts(facts: Sequence[Fact], text: str) -> List[Tuple[int, List[int]]]:
     """Per fact: occurrences in ``text`` of the true object's and each distractor's English form."""
     return [(text.count(f.object.forms["en"]), [text.count(d.forms["en"]) for d in f.distractors]) for f in facts]
