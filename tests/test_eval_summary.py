@@ -61,3 +61,19 @@ def test_bad_json_is_one_line_error(tmp_path):
         summary.load_run(str(tmp_path))
     with pytest.raises(FileNotFoundError):
         summary.load_run(str(tmp_path / "missing"))
+
+
+def test_clka_controls_and_alignment_tables(tmp_path):
+    d = str(tmp_path / "nk")
+    _write(d, "clka.json", {"task": "clka", "checkpoint": {"iteration": 5}, "period": None, "control": "no-knowledge",
+                            "results": {"en": {"accuracy": 26.0, "stderr": 3.1, "chance": 25.0}},
+                            "controls": {"familiarity": {"en": {"accuracy": 25.0, "stderr": 3.06}}}})
+    _write(d, "sim.json", {"task": "similarity", "checkpoint": {"iteration": 5}, "results": [
+        {"iteration": 1, "similarity": {"emb": 0.5, "emb/centred_cosine": 0.9}},
+        {"iteration": 5, "similarity": {"emb": 0.4, "emb/raw_cosine": 0.35, "emb/centred_cosine": 0.75, "emb/norm_ratio": 1.1,
+                                        "emb/unaligned": 0.1}}]})
+    runs = {"No knowledge": summary.load_run(d)}
+    assert summary.clka_controls(runs).splitlines()[2] == "| No knowledge | En | 26.0 ± 3.1 | 25.0 | 25.0 ± 3.1 | no-knowledge |"
+    assert summary.alignment_table(runs).splitlines()[2] == "| No knowledge | 5 | emb | 0.350 | 0.750 | 1.100 |"
+    assert summary.curves(runs)["similarity_centred_emb"] == {"No knowledge": {1: 0.9, 5: 0.75}}
+    assert summary.clka_controls({"x": {}}) is None and summary.alignment_table({"x": {}}) is None

@@ -50,19 +50,24 @@ def setup(tmp_path_factory, single_process_parallel_state):
 def test_make_and_eval_clka(setup, capsys):
     root, files = setup["root"], setup["files"]
     out = str(root / "clka")
-    assert _tool("make_clka").main(["--output-dir", out, "--facts-per-period", "6", "--num-periods", "2", "--frequencies", "1,3",
+    assert _tool("make_clka").main(["--output-dir", out, "--facts-per-period", "8", "--num-periods", "2", "--frequencies", "1,3",
                                     "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", files["vocab_file"],
                                     "--merge-file", files["merge_file"]]) == 0
     sched = json.load(open(os.path.join(out, "schedule.json")))
     assert [p["start_iteration"] for p in sched["periods"]] == [0, 250]
-    assert sched["periods"][0]["documents"] == 3 * 1 + 3 * 3
+    assert sched["periods"][0]["documents"] == 4 * 1 + 4 * 3
     res_path = str(root / "res" / "clka.json")
     assert _tool("eval_clka").main(["--load", setup["ckpt"], "--test-dir", out, "--languages", "en,de,en_clone",
-                                    "--period", "1", "--output", res_path]) == 0
+                                    "--period", "1", "--familiarity-text", os.path.join(out, "knowledge.jsonl"),
+                                    "--control", "no-knowledge", "--output", res_path]) == 0
     res = json.load(open(res_path))
-    assert set(res["results"]) == {"en", "de", "en_clone"} and res["results"]["en"]["items"] == 6
+    assert set(res["results"]) == {"en", "de", "en_clone"} and res["results"]["en"]["items"] == 8
     assert res["checkpoint"]["iteration"] == 10
-    assert "acc (len-norm)" in capsys.readouterr().out
+    assert res["control"] == "no-knowledge" and res["results"]["en"]["chance"] == 25.0
+    fam = res["controls"]["familiarity"]
+    assert set(fam) == {"en", "de", "en_clone"} and all(v["accuracy"] == 25.0 and v["items"] == 8 for v in fam.values())
+    printed = capsys.readouterr().out
+    assert "acc (len-norm)" in printed and "CONTROL RUN: no-knowledge" in printed and "familiarity" in printed
 
 
 def test_eval_clka_missing_checkpoint_leaves_no_result(setup, tmp_path):
@@ -148,8 +153,79 @@ def test_eval_similarity_and_summary_tools(setup, tmp_path, capsys):
                                           "--output", out, "--plot", str(tmp_path / "sim.png")]) == 0
     pts = json.load(open(out))["results"]
     assert [p["iteration"] for p in pts] == [10] and set(pts[0]["similarity"]) >= {"emb", "layer1", "out"}
-    assert (tmp_path / "sim.png").exists()
+    assert {"emb/centred_cosine", "layer1/raw_cosine", "out/norm_ratio"} <= set(pts[0]["similarity"])
+    assert (tmp_path / "sim.png").exists() and (tmp_path / "sim_centred.png").exists()
+    assert "centred cos" in capsys.readouterr().out
     capsys.readouterr()
     md = str(tmp_path / "table.md")
     assert _tool("summarize_results").main(["--run", f"R={tmp_path / 'run'}", "--layout", "synthetic", "--output", md]) == 0
     assert open(md).read().splitlines()[2] == "| R | - | - | - | - | - | - |"
+
+
+def test_oracle_realign_tool(setup, tmp_path, capsys):
+    """Clone rows become English rows + the model's offset (hand-computed); nothing else moves;
+    the result loads in the evaluation tools; the input checkpoint is never written."""
+    import torch
+
+    from megatron_prealign.eval.loading import load_checkpoint_for_eval
+
+    tok, ck = setup["tok"], setup["ckpt"]
+    before = {k: v.detach().clone() for k, v in load_checkpoint_for_eval(ck)[0].state_dict().items() if torch.is_tensor(v)}
+    mtime = os.path.getmtime(os.path.join(ck, "iter_0000010"))
+    out = str(tmp_path / "oracle")
+    assert _tool("oracle_realign").main(["--load", ck, "--save", out]) == 0
+    assert "clone rows re-aligned" in capsys.readouterr().out
+    after_model, _, meta, _ = load_checkpoint_for_eval(out)
+    after = {k: v for k, v in after_model.state_dict().items() if torch.is_tensor(v)}
+    assert meta["iteration"] == 10 and meta["oracle_realign"]["alpha"] == 1.0
+    key = "embedding.word_embeddings.weight"
+    V = tok.base_vocab_size
+    eng = [i for i in range(V) if i not in set(tok.special_ids)]
+    w0, w1 = before[key].double(), after[key].double()
+    offset = w0[[i + V for i in eng]].mean(0) - w0[eng].mean(0)
+    for i in eng:
+        assert torch.allclose(w1[i + V], w0[i] + offset, atol=1e-5)
+    changed = set(i + V for i in eng)
+    for r in range(w0.shape[0]):
+        if r not in changed:
+            assert torch.equal(w1[r], w0[r])
+    assert all(torch.equal(before[k], after[k]) for k in before if k != key)
+    assert os.path.getmtime(os.path.join(ck, "iter_0000010")) == mtime
+    # the re-aligned checkpoint evaluates
+    res, files = str(tmp_path / "clka.json"), setup["files"]
+    assert _tool("make_clka").main(["--output-dir", str(tmp_path / "clka"), "--facts-per-period", "4", "--languages", "en",
+                                    "--tokenizer-type", "GPT2BPETokenizer", "--vocab-file", files["vocab_file"],
+                                    "--merge-file", files["merge_file"]]) == 0
+    assert _tool("eval_clka").main(["--load", out, "--test-dir", str(tmp_path / "clka"), "--languages", "en_clone",
+                                    "--control", "oracle-realign", "--output", res]) == 0
+    assert json.load(open(res))["control"] == "oracle-realign"
+    # half-way, and refusals
+    assert _tool("oracle_realign").main(["--load", ck, "--save", str(tmp_path / "half"), "--alpha", "0.5"]) == 0
+    w_half = load_checkpoint_for_eval(str(tmp_path / "half"))[0].state_dict()[key].double()
+    i = eng[3]
+    assert torch.allclose(w_half[i + V], 0.5 * w0[i + V] + 0.5 * (w0[i] + offset), atol=1e-5)
+    for bad in (["--save", ck], ["--save", out], ["--save", str(tmp_path / "x"), "--alpha", "2"]):
+        with pytest.raises(SystemExit):
+            _tool("oracle_realign").main(["--load", ck] + bad)
+
+
+def test_oracle_realign_untied_both_matrices(single_process_parallel_state):
+    import torch
+
+    from megatron_prealign.eval.oracle import OracleConfig, aligned_english_ids, oracle_realign
+    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
+
+    seed_model_parallel_rng(0)
+    V = 10
+    m = build_gpt_model(GPTModelConfig(num_layers=1, hidden_size=8, num_attention_heads=2, vocab_size=2 * V + 4,
+                                       max_sequence_length=8, untie_embeddings_and_output_weights=True))
+    ids = aligned_english_ids(V, [0])
+    assert ids == list(range(1, V))
+    w_in, w_out = m.embedding.word_embeddings.weight.detach().clone(), m.output_layer.weight.detach().clone()
+    rep = oracle_realign(m, OracleConfig(base_vocab_size=V, english_ids=ids))
+    assert set(rep) == {"input_embedding", "output_layer"}
+    for w0, w1 in ((w_in, m.embedding.word_embeddings.weight), (w_out, m.output_layer.weight)):
+        off = w0[V + 1:2 * V].double().mean(0) - w0[1:V].double().mean(0)
+        assert torch.allclose(w1[V + 1:2 * V].double(), w0[1:V].double() + off, atol=1e-5)
+        assert torch.equal(w1[:V + 1], w0[:V + 1]) and torch.equal(w1[2 * V:], w0[2 * V:])

@@ -4,7 +4,10 @@ Measures the mean cosine similarity of aligned words (a source word and its tran
 the alignment table, each mean-pooled over its subwords) at every level: input embedding,
 each transformer layer, output embedding; plus the unaligned-pair baseline. With
 ``--iterations all`` (or a list) every checkpoint of ``--load`` is measured and a PNG plots the
-similarity per level against the iteration.
+similarity per level against the iteration. Per level it also reports, over (source word,
+translation) pairs, the raw cosine, the centred cosine (each language's mean removed: for the
+embedding levels of an En-Clone model the mean over all English / all clone rows) and the
+translation/source norm ratio; the centred cosine is what transfer needs (``{plot}_centred.png``).
 
 Examples::
 
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
             table.validate(tok.vocab_size)
         except ValueError as exc:
             p.error(f"--alignment-table: {exc}")
-        values = sim.mean_aligned_similarity(model, table, cfg_sim, pad_id=tok.eod)
+        values = sim.mean_aligned_similarity(model, table, cfg_sim, pad_id=tok.eod, language_ids=sim.clone_language_ids(tok))
         points.append({"iteration": meta.get("iteration", it), "similarity": values})
         del model
     payload = result_header("similarity", checkpoint_record(args.load, meta), alignment_table=args.alignment_table,
@@ -79,10 +82,17 @@ def main(argv=None) -> int:
     write_json_atomic(args.output, payload)
     levels = [k for k in points[0]["similarity"] if "/" not in k]
     print(format_table(["iteration"] + levels, [[pt["iteration"]] + [pt["similarity"][k] for k in levels] for pt in points], digits=3))
+    rows = [[pt["iteration"], lv] + [pt["similarity"].get(f"{lv}/{k}") for k in ("raw_cosine", "centred_cosine", "norm_ratio")]
+            for pt in points for lv in levels]
+    print(format_table(["iteration", "level", "raw cos (src-tgt)", "centred cos", "norm ratio"], rows, digits=3))
     if args.plot:
         series = {lv: {pt["iteration"]: pt["similarity"][lv] for pt in points} for lv in levels}
         sim.plot_curves(series, args.plot, "mean cosine similarity of aligned words", "aligned-word similarity")
-        print(f"plot -> {args.plot}")
+        centred = {lv: {pt["iteration"]: pt["similarity"][f"{lv}/centred_cosine"] for pt in points
+                        if f"{lv}/centred_cosine" in pt["similarity"]} for lv in levels}
+        centred_plot = args.plot[:-4] + "_centred.png" if args.plot.endswith(".png") else args.plot + "_centred.png"
+        sim.plot_curves(centred, centred_plot, "centred cosine of aligned words", "aligned-word similarity, language means removed")
+        print(f"plot -> {args.plot}, {centred_plot}")
     print(f"-> {args.output}")
     return 0
 

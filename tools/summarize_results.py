@@ -45,6 +45,12 @@ def main(argv=None) -> int:
             p.error(f"--run {spec}: {exc}")
     text = summary.table(runs, args.layout, target=args.target.replace("-", "_"),
                          languages=[x.strip() for x in args.languages.split(",") if x.strip()])
+    controls = summary.clka_controls(runs)
+    if controls:
+        text += "\n\nCLKA beside its controls (chance, familiarity baseline; ± binomial standard error):\n\n" + controls
+    align = summary.alignment_table(runs)
+    if align:
+        text += "\n\nAligned-word alignment per level (centred: each language's mean removed):\n\n" + align
     print(text)
     if args.output:
         folder = os.path.dirname(os.path.abspath(args.output))

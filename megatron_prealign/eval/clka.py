@@ -11,7 +11,16 @@ unique per language across all generated entities.
   (frequency buckets), one document per statement, split into ``num_periods`` injection periods
   (paper Fig. 4: 250-step periods, evaluated after each); see ``tools/make_clka.py``.
 * Test sets (per language): the true statement and ``num_distractors`` statements whose object
-  is replaced by other random entities of the same type; option order is shuffled.
+  is replaced by the objects of the other facts of its *block* (facts come in blocks of
+  ``1 + num_distractors`` subjects with one relation and frequency, whose objects are one fixed
+  group of distinct entities of the type); option order is shuffled. Every option's object thus
+  occurs in the knowledge text exactly as often as the true object: "pick the option whose
+  object was seen (most) in training" (:func:`familiarity_baseline`) is at chance.
+* Names: CV syllables by default, or (:class:`NamePieces`, ``tools/make_clka.py --name-pieces
+  corpus``) frequent multi-letter BPE pieces of the English corpus, so names tokenize like real
+  names (2-4 pieces) instead of letter by letter; transliterated per script
+  (:func:`render_latin_word`). No name's English form contains, or is contained in, another
+  entity's or the templates' text, so string counts over the knowledge text are exact.
 
 Evaluation ranks the options by the model's log-likelihood of the whole statement (sum of
 token log-probs after an EOD context; the primary metric is *not* length-normalised, the
@@ -22,8 +31,10 @@ Everything is deterministic for a seed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -128,28 +139,154 @@ class CLKAConfig:
     """Generated entities per open object type (cities, companies, object people, ...)."""
     relations: Optional[Tuple[str, ...]] = None
     """WikiData ids to use (default: all 24)."""
+    name_pieces: Optional["NamePieces"] = None
+    """Build names from these subword pieces (e.g. frequent BPE pieces of the English corpus,
+    see :func:`frequent_name_pieces`) instead of CV syllables."""
+    capitalize_names: bool = True
+    """Capitalise names built from ``name_pieces`` (syllable names are always capitalised). A
+    small BPE vocabulary rarely has capitalised pieces, so a capitalised name splits its first
+    letter off as a single character."""
 
 
 def _relation_by_pid() -> Dict[str, Relation]:
     return {r.pid: r for r in RELATIONS}
 
 
-class _NameFactory:
-    """Draws artificial names whose renderings are unique in every language."""
 
-    def __init__(self, rng: random.Random) -> None:
+_LAT_RU = dict(zip("abcdefghijklmnopqrstuvwxyz", ["а", "б", "к", "д", "е", "ф", "г", "х", "и", "й", "к", "л", "м", "н", "о",
+                                                 "п", "к", "р", "с", "т", "у", "в", "в", "кс", "ы", "з"]))
+_LAT_AR = dict(zip("abcdefghijklmnopqrstuvwxyz", ["ا", "ب", "ك", "د", "ي", "ف", "غ", "ه", "ي", "ج", "ك", "ل", "م", "ن", "و",
+                                                 "ب", "ق", "ر", "س", "ت", "و", "ف", "و", "كس", "ي", "ز"]))
+# Consonants outside the CV inventory borrow the Chinese row of a similar-sounding one.
+_ZH_NEAR = {"c": "k", "h": "g", "j": "z", "l": "r", "q": "k", "w": "v", "x": "s", "y": "z"}
+_ZH_VOWEL_ONLY = "阿埃伊奥乌"
+
+
+def render_latin_word(word: str, language: str, capitalize: bool = True) -> str:
+    """Render one lowercase Latin name word (any letters, e.g. joined BPE pieces) in ``language``.
+
+    Russian and Arabic transliterate letter by letter; Chinese maps each ``C*V+`` chunk to the
+    syllable character of its first consonant and vowel (a trailing consonant takes the ``u``
+    row), as :func:`render_word` does for CV syllables.
+
+    Raises:
+        ValueError: not lowercase ``a-z``, or an unknown language.
+    """
+    if not word or not re.fullmatch(r"[a-z]+", word):
+        raise ValueError(f"name word must be lowercase a-z, got {word!r}")
+    if language in ("en", "de"):
+        return word.capitalize() if capitalize else word
+    if language == "ru":
+        text = "".join(_LAT_RU[c] for c in word)
+        return text[:1].upper() + text[1:] if capitalize else text
+    if language == "ar":
+        return "".join(_LAT_AR[c] for c in word)
+    if language == "zh":
+        out = []
+        for chunk in re.findall(r"[^aeiou]*[aeiou]+|[^aeiou]+$", word):
+            vowels = [c for c in chunk if c in VOWELS]
+            cons = chunk[0] if chunk[0] not in VOWELS else None
+            v = VOWELS.index(vowels[0]) if vowels else VOWELS.index("u")
+            if cons is None:
+                out.append(_ZH_VOWEL_ONLY[v])
+            else:
+                out.append(_ZH[_ZH_NEAR.get(cons, cons)][v])
+        return "".join(out)
+    raise ValueError(f"no name rendering for language {language!r} (have: {', '.join(LANGUAGES)})")
+
+
+@dataclass(frozen=True)
+class NamePieces:
+    """Subword pieces names are built from (lowercase ``a-z``, at least 2 letters each)."""
+
+    initial: Tuple[str, ...]
+    """Word-initial pieces (a BPE token that starts a word, without its space marker)."""
+    continuation: Tuple[str, ...]
+    """Word-internal pieces (a BPE token that continues a word)."""
+
+
+def frequent_name_pieces(
+    token_strings: Callable[[int], str],
+    counts: Dict[int, int],
+    top_k: int = 200,
+    min_chars: int = 2,
+) -> NamePieces:
+    """The ``top_k`` most frequent word-initial and word-internal pieces usable in names.
+
+    Args:
+        token_strings: token id -> its text (a word-initial token starts with a space).
+        counts: occurrences of each token id in the English corpus (or, without a corpus, any
+            monotone proxy such as ``-id`` for a BPE vocabulary whose ids follow merge order).
+        top_k: pieces kept of each kind.
+        min_chars: shortest piece (letters), so names are not spelled character by character.
+
+    Raises:
+        ValueError: fewer than 4 pieces of a kind qualify.
+    """
+    initial, cont = [], []
+    for tid in sorted(counts, key=lambda t: (-counts[t], t)):
+        text = token_strings(tid)
+        body = text[1:] if text.startswith(" ") else text
+        if len(body) < min_chars or not re.fullmatch(r"[a-z]+", body):
+            continue
+        (initial if text.startswith(" ") else cont).append(body)
+    initial, cont = initial[:top_k], cont[:top_k]
+    if len(initial) < 4 or len(cont) < 4:
+        raise ValueError(f"too few name pieces of >= {min_chars} lowercase letters (word-initial {len(initial)}, "
+                         f"word-internal {len(cont)}); give a larger corpus or vocabulary")
+    return NamePieces(tuple(initial), tuple(cont))
+
+
+class _NameFactory:
+    """Draws artificial names whose renderings are unique in every language.
+
+    The English rendering of a new name is also never a substring of, nor contains, the English
+    form of an earlier name or of a ``reserved`` string (closed-class entities, template text), so
+    counting an object's string in the knowledge text counts exactly that object's statements.
+    """
+
+    def __init__(self, rng: random.Random, pieces: Optional[NamePieces] = None, capitalize: bool = True,
+                 reserved: Sequence[str] = (), accept: Optional[Callable[[str], bool]] = None) -> None:
         self.rng = rng
+        self.pieces = pieces
+        self.capitalize = capitalize
+        self.accept = accept
         self.used: Dict[str, set] = {lang: set() for lang in LANGUAGES}
+        self.reserved_blob = "\n".join(reserved)
+        self.en_blob_parts: List[str] = []
+        self.substrings: set = set(reserved)
+
+    def _clash(self, en: str) -> bool:
+        if en in self.reserved_blob or any(en in other for other in self.en_blob_parts):
+            return True
+        n = len(en)
+        return any(en[i:j] in self.substrings for i in range(n) for j in range(i + 1, n + 1))
+
+    def _word(self, min_syl: int, max_syl: int, words: int) -> Callable[[str], str]:
+        if self.pieces is None:
+            sylls = [self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(min_syl, max_syl))]
+            return lambda lang: render_word(sylls, lang)
+        # Every word is an initial piece plus >= 1 continuation, so no word is a real corpus word:
+        # two-word names (people) 2 + 2 pieces, one-word names 2-3 pieces.
+        n_cont = 1 if words > 1 else self.rng.randint(1, 2)
+        word = self.rng.choice(self.pieces.initial) + "".join(self.rng.choice(self.pieces.continuation) for _ in range(n_cont))
+        return lambda lang: render_latin_word(word, lang, self.capitalize)
 
     def draw(self, words: int, min_syl: int, max_syl: int) -> Dict[str, str]:
         for _ in range(10000):
-            sylls = [[self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(min_syl, max_syl))] for _ in range(words)]
-            forms = {lang: render_name(sylls, lang) for lang in LANGUAGES}
-            if all(forms[lang] not in self.used[lang] for lang in LANGUAGES):
-                for lang in LANGUAGES:
-                    self.used[lang].add(forms[lang])
-                return forms
-        raise RuntimeError("could not draw a unique name; the name space is exhausted")
+            parts = [self._word(min_syl, max_syl, words) for _ in range(words)]
+            forms = {lang: ("·" if lang == "zh" else " ").join(r(lang) for r in parts) for lang in LANGUAGES}
+            if any(forms[lang] in self.used[lang] for lang in LANGUAGES) or self._clash(forms["en"]):
+                continue
+            if self.accept is not None and not self.accept(forms["en"]):
+                continue
+            for lang in LANGUAGES:
+                self.used[lang].add(forms[lang])
+            self.en_blob_parts.append(forms["en"])
+            self.substrings.add(forms["en"])
+            return forms
+        raise RuntimeError("could not draw a unique, accepted name in 10000 tries: the name space is exhausted or the "
+                           "name filter rejects every draw (more name pieces, fewer facts, or --name-case lower)")
 
 
 def _open_pool(kind: str, size: int, names: _NameFactory) -> List[Entity]:
@@ -165,15 +302,43 @@ def _open_pool(kind: str, size: int, names: _NameFactory) -> List[Entity]:
     return out
 
 
-def generate_facts(config: CLKAConfig) -> List[Fact]:
+def _template_text() -> List[str]:
+    """The literal English text of every template (slots removed)."""
+    return [frag for r in RELATIONS for frag in re.split(r"\{[so]\}", r.templates["en"]) if frag.strip()]
+
+
+def _closed_pool(kind: str) -> List[Entity]:
+    """Closed-class entities whose English form occurs nowhere else (``tennis`` is inside ``table
+    tennis``: dropped), so a string count over the knowledge text counts only its own facts."""
+    rows = CLOSED_ENTITIES[kind]
+    others = [r2["en"] for k2, rs in CLOSED_ENTITIES.items() for r2 in rs] + _template_text()
+    out = []
+    for i, r in enumerate(rows):
+        if sum(r["en"] in o for o in others) > 1 or any(r["en"] in t for t in _template_text()):
+            continue
+        out.append(Entity(id=f"{kind}:{i}", type=kind, forms=dict(r)))
+    return out
+
+
+def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], bool]] = None) -> List[Fact]:
     """Generate ``facts_per_period * num_periods`` facts (deterministic for ``config``).
 
-    Every fact has its own subject (a fresh artificial person); objects come from per-type
-    pools; distractors are distinct pool members of the same type (for ``person`` objects:
-    people of either sex).
+    Facts come in *blocks* of ``1 + num_distractors`` subjects (fresh artificial people) with
+    the same relation, frequency and period. Each object type's entities are partitioned once
+    into fixed groups of ``1 + num_distractors``; a block takes one whole group and gives each
+    subject one of its objects, and a fact's distractors are the objects of the other facts of
+    its block. Every member of a group is thus the object of exactly as many statements as every
+    other, so all options of an item occur equally often in the knowledge text (picking the
+    most familiar object is at chance). ``person`` objects use the ``man`` and ``woman`` groups.
+
+    Args:
+        config: what to build.
+        accept_name: optional filter on a drawn name's English form (e.g. "tokenizes into 2-4
+            multi-letter pieces"); rejected names are redrawn.
 
     Raises:
-        ValueError: unknown relation ids, or fewer pool entities than ``1 + num_distractors``.
+        ValueError: unknown relation ids, bad frequencies, ``facts_per_period`` not a multiple
+            of the block size, or fewer than one group of entities for a relation's object type.
     """
     rng = random.Random(config.seed)
     by_pid = _relation_by_pid()
@@ -183,31 +348,39 @@ def generate_facts(config: CLKAConfig) -> List[Fact]:
         raise ValueError(f"unknown CLKA relation id(s) {', '.join(unknown)} (have: {', '.join(by_pid)})")
     if not config.frequencies or any(f < 1 for f in config.frequencies):
         raise ValueError(f"frequencies must be positive integers, got {config.frequencies}")
-    names = _NameFactory(rng)
+    block = 1 + config.num_distractors
+    if config.num_distractors < 1 or config.facts_per_period % block:
+        raise ValueError(f"facts_per_period ({config.facts_per_period}) must be a multiple of 1 + num_distractors ({block})")
+    closed = {kind: _closed_pool(kind) for kind in CLOSED_ENTITIES}
+    reserved = [e.forms["en"] for es in closed.values() for e in es] + _template_text()
+    names = _NameFactory(rng, config.name_pieces, config.capitalize_names, reserved, accept_name)
     pools: Dict[str, List[Entity]] = {}
     for kind in ("man", "woman", "city", "university", "company", "society", "prize"):
         pools[kind] = _open_pool(kind, config.object_pool_size, names)
-    pools["person"] = pools["man"] + pools["woman"]
-    for kind, rows in CLOSED_ENTITIES.items():
-        pools[kind] = [Entity(id=f"{kind}:{i}", type=kind, forms=dict(r)) for i, r in enumerate(rows)]
+    pools.update(closed)
+    groups: Dict[str, List[List[Entity]]] = {}
+    for kind, pool in pools.items():
+        order = list(pool)
+        rng.shuffle(order)
+        groups[kind] = [order[i:i + block] for i in range(0, len(order) - block + 1, block)]
+    groups["person"] = groups["man"] + groups["woman"]
     for pid in pids:
         kind = by_pid[pid].object_type
-        if len(pools[kind]) < 1 + config.num_distractors:
-            raise ValueError(f"relation {pid}: only {len(pools[kind])} {kind} entities for {config.num_distractors} distractors")
+        if not groups[kind]:
+            raise ValueError(f"relation {pid}: only {len(pools.get(kind, []))} usable {kind} entities for "
+                             f"{config.num_distractors} distractors")
     facts: List[Fact] = []
     fid = 0
     for period in range(config.num_periods):
-        for k in range(config.facts_per_period):
+        for b in range(config.facts_per_period // block):
             pid = pids[rng.randrange(len(pids))]
-            kind = by_pid[pid].object_type
-            subject_forms = names.draw(2, 2, 3)
-            subject = Entity(id=f"subject:{fid}", type="person", forms=subject_forms)
-            chosen = rng.sample(range(len(pools[kind])), 1 + config.num_distractors)
-            obj = pools[kind][chosen[0]]
-            distractors = [pools[kind][i] for i in chosen[1:]]
-            freq = config.frequencies[k % len(config.frequencies)]
-            facts.append(Fact(fid, pid, subject, obj, distractors, freq, period))
-            fid += 1
+            group = list(rng.choice(groups[by_pid[pid].object_type]))
+            rng.shuffle(group)
+            freq = config.frequencies[b % len(config.frequencies)]
+            for j, obj in enumerate(group):
+                subject = Entity(id=f"subject:{fid}", type="person", forms=names.draw(2, 2, 3))
+                facts.append(Fact(fid, pid, subject, obj, group[:j] + group[j + 1:], freq, period))
+                fid += 1
     return facts
 
 
@@ -267,6 +440,8 @@ def build_test_items(facts: Sequence[Fact], language: str, seed: int = 0) -> Lis
             "frequency": f.frequency,
             "options": options,
             "answer": order.index(0),
+            "objects": [objs[i].forms["en" if language in ("en_clone", "en-clone") else language] for i in order],
+            "objects_en": [objs[i].forms["en"] for i in order],
         })
     return items
 
@@ -327,6 +502,10 @@ class CLKAResult:
     """Accuracy per frequency bucket."""
     by_period: Dict[str, float] = field(default_factory=dict)
     """Accuracy per injection period."""
+    chance: float = float("nan")
+    """Expected accuracy of a uniform guess (mean of ``100 / len(options)``)."""
+    stderr: float = float("nan")
+    """Binomial standard error of ``accuracy``: ``sqrt(p (1 - p) / items)`` (percentage points)."""
 
 
 def _credit(scores: Sequence[float], answer: int, tol: float = 1e-6) -> float:
@@ -376,6 +555,8 @@ def evaluate_items(
                 groups[key][str(item[key])].append(c)
     mean = lambda xs: 100.0 * sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return CLKAResult(
+        chance=chance_level(items),
+        stderr=binomial_stderr(mean(acc), len(items)),
         language=language,
         items=len(items),
         accuracy=mean(acc),
@@ -384,6 +565,167 @@ def evaluate_items(
         by_frequency={k: mean(v) for k, v in sorted(groups["frequency"].items(), key=lambda kv: int(kv[0]))},
         by_period={k: mean(v) for k, v in sorted(groups["period"].items(), key=lambda kv: int(kv[0]))},
     )
+
+
+def chance_level(items: Sequence[dict]) -> float:
+    """Accuracy (%) of a uniform random guess over each item's options."""
+    return 100.0 * sum(1.0 / len(it["options"]) for it in items) / len(items) if items else float("nan")
+
+
+def binomial_stderr(accuracy: float, n: int) -> float:
+    """Binomial standard error (percentage points) of an accuracy in % over ``n`` items."""
+    if n <= 0 or accuracy != accuracy:
+        return float("nan")
+    p = accuracy / 100.0
+    return 100.0 * math.sqrt(max(p * (1.0 - p), 0.0) / n)
+
+
+def read_familiarity_text(paths: Sequence[str]) -> str:
+    """The training text the familiarity baseline counts in: plain text, or the ``text`` field
+    of every line of a ``.jsonl`` file (lines joined with newlines).
+
+    Raises:
+        FileNotFoundError / ValueError: a missing file, or a JSONL line without a ``text`` string
+            (one line naming ``file:line``).
+    """
+    parts = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--familiarity-text {path}: no such file")
+        with open(path, encoding="utf-8") as fh:
+            if not path.endswith((".jsonl", ".json")):
+                parts.append(fh.read())
+                continue
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    text = json.loads(line).get("text")
+                except (json.JSONDecodeError, AttributeError):
+                    text = None
+                if not isinstance(text, str):
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'text' string")
+                parts.append(text)
+    return "\n".join(parts)
+
+
+@dataclass
+class FamiliarityResult:
+    """The familiarity baseline of one test set: pick the option whose object occurs most often
+    in a training text (a k-way tie at the top earns 1/k)."""
+
+    language: str
+    """Test language."""
+    items: int
+    """Items scored."""
+    accuracy: float
+    """Accuracy (%) of the familiarity pick."""
+    chance: float
+    """Uniform-guess accuracy (%)."""
+    stderr: float
+    """Binomial standard error of ``accuracy``."""
+    objects_seen: float
+    """Share (%) of all options whose object occurs at least once in the text."""
+
+
+def familiarity_baseline(items: Sequence[dict], text: str, language: str) -> FamiliarityResult:
+    """Score the "most familiar object" heuristic on ``items`` against a training ``text``.
+
+    Objects are counted in their English form (``objects_en``; the knowledge text is English),
+    falling back to ``objects``.
+
+    Raises:
+        ValueError: an item without object strings (written by an older ``make_clka.py``).
+    """
+    credit, seen, total = [], 0, 0
+    for n, item in enumerate(items):
+        objs = item.get("objects_en") or item.get("objects")
+        if not objs or len(objs) != len(item["options"]):
+            raise ValueError(f"item {item.get('id', n)}: no 'objects_en' list per option (regenerate with tools/make_clka.py)")
+        counts = [float(text.count(o)) for o in objs]
+        credit.append(_credit(counts, item["answer"]))
+        seen += sum(c > 0 for c in counts)
+        total += len(counts)
+    acc = 100.0 * sum(credit) / len(credit) if credit else float("nan")
+    return FamiliarityResult(language, len(items), acc, chance_level(items), binomial_stderr(acc, len(items)),
+                             100.0 * seen / total if total else float("nan"))
+
+
+def attach_objects(items: List[dict], facts_path: str) -> List[dict]:
+    """Add ``objects``/``objects_en`` to items of an older test set from its ``facts.jsonl``
+    (each option is matched to the fact's object or distractor whose statement it is).
+
+    Raises:
+        ValueError: a missing fact or an option that is no candidate's statement (one line).
+    """
+    if not os.path.isfile(facts_path):
+        raise FileNotFoundError(f"{facts_path}: no such file (test items carry no objects)")
+    facts = {}
+    with open(facts_path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                facts[row["id"]] = row
+    out = []
+    for item in items:
+        if item.get("objects_en"):
+            out.append(item)
+            continue
+        row = facts.get(item.get("fact_id"))
+        if row is None:
+            raise ValueError(f"{facts_path}: no fact {item.get('fact_id')!r} for item {item.get('id')!r}")
+        lang = "en" if item.get("language") in ("en_clone", "en-clone", None) else item["language"]
+        subject = Entity(**row["subject"])
+        cands = [Entity(**e) for e in [row["object"]] + row["distractors"]]
+        by_text = {statement(row["pid"], subject, c, lang): c for c in cands}
+        try:
+            objs = [by_text[o] for o in item["options"]]
+        except KeyError:
+            raise ValueError(f"{facts_path}: item {item.get('id')!r} has an option that is no statement of its fact") from None
+        out.append(dict(item, objects=[c.forms[lang] for c in objs], objects_en=[c.forms["en"] for c in objs]))
+    return out
+
+
+def object_counts(facts: Sequence[Fact], text: str) -> List[Tuple[int, List[int]]]:
+    """Per fact: occurrences in ``text`` of the true object's and each distractor's English form."""
+    return [(text.count(f.object.forms["en"]), [text.count(d.forms["en"]) for d in f.distractors]) for f in facts]
+
+
+def name_token_stats(
+    entities: Iterable[Entity], encode: Callable[[str], List[int]], pieces: Optional[set] = None,
+) -> Dict[str, float]:
+    """How names tokenize: mean/min/max tokens per name (English form after a space, as in a
+    statement), share of single-character tokens, and (``pieces``: token ids counted as corpus
+    pieces / table words) the share of name tokens among them.
+
+    The tokens of an item's object names are exactly the tokens that distinguish its options.
+    """
+    lens, single, in_pieces, total = [], 0, 0, 0
+    single_ids = _single_char_ids(encode)
+    for e in entities:
+        ids = encode(" " + e.forms["en"])
+        lens.append(len(ids))
+        total += len(ids)
+        if pieces is not None:
+            in_pieces += sum(i in pieces for i in ids)
+        single += sum(1 for i in ids if i in single_ids)
+    out = {"names": len(lens), "mean_tokens_per_name": sum(lens) / len(lens) if lens else float("nan"),
+           "min_tokens_per_name": min(lens, default=0), "max_tokens_per_name": max(lens, default=0),
+           "single_char_token_share": 100.0 * single / total if total else float("nan")}
+    if pieces is not None:
+        out["corpus_piece_token_share"] = 100.0 * in_pieces / total if total else float("nan")
+    return out
+
+
+def _single_char_ids(encode: Callable[[str], List[int]]) -> set:
+    """Ids of the tokens of single letters (with and without a leading space)."""
+    ids = set()
+    for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        for text in (c, " " + c):
+            tok = encode(text)
+            if len(tok) == 1:
+                ids.add(tok[0])
+    return ids
 
 
 # ----------------------------------------------------------------------------- binarized knowledge

@@ -114,6 +114,50 @@ def table(runs: Dict[str, Dict[str, List[dict]]], layout: str, target: str = "en
     return markdown_table(headers, rows, digits=1)
 
 
+def _pm(value: Optional[float], se: Optional[float]) -> Optional[str]:
+    if value is None:
+        return None
+    return f"{value:.1f} ± {se:.1f}" if se is not None and se == se else f"{value:.1f}"
+
+
+def clka_controls(runs: Dict[str, Dict[str, List[dict]]]) -> Optional[str]:
+    """Markdown: every run's final CLKA accuracy per language beside its controls (chance,
+    familiarity baseline, binomial standard errors) and the run's control label; ``None``
+    when no run has a CLKA result."""
+    rows: List[List[Any]] = []
+    for name, run in runs.items():
+        res = latest(run.get("clka", []), prefer_no_period=True)
+        if res is None:
+            continue
+        fam = ((res.get("controls") or {}).get("familiarity")) or {}
+        for lang, entry in (res.get("results") or {}).items():
+            f = fam.get(lang)
+            rows.append([name, LANG_NAMES.get(lang, lang), _pm(entry.get("accuracy"), entry.get("stderr")), entry.get("chance"),
+                         _pm(f["accuracy"], f.get("stderr")) if f else None, res.get("control") or "-"])
+    if not rows:
+        return None
+    return markdown_table(["Run", "CLKA", "acc ± se", "chance", "familiarity ± se", "control"], rows, digits=1)
+
+
+def alignment_table(runs: Dict[str, Dict[str, List[dict]]]) -> Optional[str]:
+    """Markdown: raw cosine, centred cosine and norm ratio per level at each run's latest
+    similarity point; ``None`` when no run has them."""
+    rows: List[List[Any]] = []
+    for name, run in runs.items():
+        res = max(run.get("similarity", []), key=_iteration, default=None)
+        if not res or not res.get("results"):
+            continue
+        pt = max(res["results"], key=lambda p: int(p["iteration"]))
+        sim = pt["similarity"]
+        for level in [k for k in sim if "/" not in k]:
+            if f"{level}/centred_cosine" in sim:
+                rows.append([name, int(pt["iteration"]), level, sim.get(f"{level}/raw_cosine"), sim[f"{level}/centred_cosine"],
+                             sim.get(f"{level}/norm_ratio")])
+    if not rows:
+        return None
+    return markdown_table(["Run", "iteration", "level", "raw cos", "centred cos", "norm ratio"], rows, digits=3)
+
+
 def curves(runs: Dict[str, Dict[str, List[dict]]]) -> Dict[str, Dict[str, Dict[int, float]]]:
     """Series for plots: ``{plot name: {run name: {iteration: value}}}``.
 
@@ -133,5 +177,7 @@ def curves(runs: Dict[str, Dict[str, List[dict]]]) -> Dict[str, Dict[str, Dict[i
                 for level, value in pt["similarity"].items():
                     if "/" not in level:
                         out[f"similarity_{level}"][name][int(pt["iteration"])] = value
+                    elif level.endswith("/centred_cosine"):
+                        out[f"similarity_centred_{level.split('/')[0]}"][name][int(pt["iteration"])] = value
     return {k: {r: dict(v) for r, v in d.items() if len(v) > 1} for k, d in out.items()
             if any(len(v) > 1 for v in d.values())}
