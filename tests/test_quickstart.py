@@ -23,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "examples" / "quickstart" / "run.py"
-SMALL_TIMEOUT_S = 480
+SMALL_TIMEOUT_S = 1200
 
 
 def _load_driver():
@@ -117,10 +117,11 @@ def test_small_run_produces_every_result(small_run):
     banners = re.findall(r"stage (\d)/6: (\w+)", text)
     assert banners == [(str(i + 1), s) for i, s in enumerate(("corpus", "tokenizer", "data", "train", "evaluate", "summary"))]
     assert "[skip]" not in text
-    # both trainings ran under torchrun with 2 ranks to the last iteration; PreAlign had its stage
+    # every training ran under torchrun with 2 ranks to the last iteration; PreAlign had its stage
     drv = _load_driver()
     p = drv.PRESETS["small"]
-    for run in ("joint", "prealign"):
+    assert drv.RUNS == ("joint", "prealign", "upper_bound", "no_knowledge")
+    for run in drv.RUNS:
         log = (out / "runs" / run / "train.log").read_text()
         assert "--nproc-per-node 2" in log.splitlines()[0]
         losses = drv.training_losses(str(out / "runs" / run / "train.log"))
@@ -128,12 +129,20 @@ def test_small_run_produces_every_result(small_run):
         stages = set(re.findall(r"\| stage: (\S+) \|", log))
         assert stages == ({"prealign", "lm"} if run == "prealign" else {"lm"}), stages
         assert (out / "runs" / run / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == str(p.train_iters)
+        assert "--untie-embeddings-and-output-weights" in log.splitlines()[0]
+        # the training log reports the aligned-word statistics of the embeddings
+        assert re.search(r"align emb centred cos: [-0-9.]+", log), run
+    # the alignment stage ended with a checkpoint of its own (alignment measured before the LM stage)
+    assert (out / "runs" / "prealign" / "checkpoints" / f"iter_{p.prealign_iters:07d}").is_dir()
+    assert "--clone-perfect-init" in (out / "runs" / "upper_bound" / "train.log").read_text().splitlines()[0]
+    blend = (out / "runs" / "no_knowledge" / "train.log").read_text().splitlines()[0]
+    assert "knowledge" not in blend.split("--data-path", 1)[1].split("--", 1)[0], blend
     assert "--codeswitch" in (out / "logs" / "codeswitch_en.log").read_text().splitlines()[0]
     assert (out / "data" / "en_cs_text_document_lossmask.bin").stat().st_size > 0
     table_header = json.loads((out / "tables" / "en_clone.jsonl").read_text().splitlines()[0])
     assert table_header["languages"] == ["en_clone"] and table_header["num_entries"] > 50
 
-    for run in ("joint", "prealign"):
+    for run in drv.ARMS:
         res = out / "results" / run
         ppl = json.loads((res / f"perplexity_iter{p.train_iters:07d}.json").read_text())
         assert ppl["task"] == "perplexity"
@@ -151,7 +160,8 @@ def test_small_run_produces_every_result(small_run):
         sim = json.loads((res / "similarity.json").read_text())
         assert sim["task"] == "similarity"
         its = sorted(int(pt["iteration"]) for pt in sim["results"])
-        assert its == list(range(p.save_interval, p.train_iters + 1, p.save_interval))
+        expected = set(range(p.save_interval, p.train_iters + 1, p.save_interval))
+        assert its == sorted(expected | ({p.prealign_iters} if run == "prealign" else set())), (run, its)
         for pt in sim["results"]:
             for level, value in pt["similarity"].items():
                 if level.endswith("/norm_ratio"):  # a ratio of norms, not a cosine
@@ -159,21 +169,37 @@ def test_small_run_produces_every_result(small_run):
                     continue
                 assert _finite(value) and -1.0001 <= value <= 1.0001, (level, value)
 
+        # the oracle control: a re-aligned checkpoint, evaluated on CLKA and NLI
+        oracle = out / "results" / drv.oracle_name(run)
+        clka = json.loads((oracle / "clka.json").read_text())
+        assert clka["control"] == "oracle-realign" and set(clka["results"]) == {"en", "en_clone"}
+        assert set(json.loads((oracle / "xnli.json").read_text())["results"]) == {"en", "en_clone"}
+    control = json.loads((out / "results" / "no_knowledge" / "clka.json").read_text())
+    assert control["control"] == "no-knowledge"
+    # the familiarity baseline of the block-distractor test is chance, exactly
+    fam = control["controls"]["familiarity"]
+    assert fam["en"]["accuracy"] == pytest.approx(25.0) and fam["en_clone"]["accuracy"] == pytest.approx(25.0), fam
+
     # the pre-alignment stage aligned the embeddings: PreAlign's aligned words are closer
     metrics = json.loads((out / "summary" / "metrics.json").read_text())
-    assert set(metrics) == {"joint", "prealign"}
-    for m in metrics.values():
-        assert all(v is not None for v in m.values()), m
-    assert metrics["prealign"]["similarity_layers_mean"] > metrics["joint"]["similarity_layers_mean"]
+    assert set(metrics) == set(drv.RUNS) | {drv.oracle_name(a) for a in drv.ARMS}
+    for run in drv.ARMS:
+        assert all(metrics[run][k] is not None for k in ("ppl_en_clone", "xnli_en_clone", "clka_en_clone",
+                                                        "sim_emb_centred", "sim_layers_raw")), metrics[run]
+    assert metrics["prealign"]["sim_layers_raw"] > metrics["joint"]["sim_layers_raw"]
+    # the oracle re-alignment makes the clone rows copies of the English ones (plus an offset)
+    assert metrics["upper_bound"]["sim_emb_centred"] > metrics["joint"]["sim_emb_centred"]
 
     table1 = (out / "summary" / "table1.md").read_text()
     assert "| Joint Training |" in table1 and "| PreAlign |" in table1 and "LM En-Clone" in table1
     assert "None" not in table1 and "nan" not in table1.lower()
     report = (out / "summary" / "README.md").read_text()
-    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith(("| LM", "| ZS-CLT", "| CLKA"))]
-    assert len(rows) == 6, report
+    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith(("| LM", "| ZS-CLT", "| CLKA En"))]
+    assert len(rows) == 8, report  # 6 metrics + the two CLKA oracle rows
     for cells in rows:
-        assert all(_finite(float(c)) for c in cells[1:3]), cells  # Joint Training and PreAlign both measured
+        # the three arms all measured ("value" or "value ± se")
+        assert all(_finite(float(c.split("±")[0])) for c in cells[1:4]), cells
+    assert "familiarity baseline" in report and "No-knowledge model" in report and "gap closed" in report
     for png in ("training_lm_loss.png", "final_metrics.png", "similarity_emb.png", "similarity_out.png"):
         data = (out / "summary" / "plots" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, png

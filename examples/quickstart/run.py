@@ -1,43 +1,54 @@
 """The PreAlign quickstart: the whole method end to end on built-in data, on CPU, no download.
 
-Runs the paper's synthetic English -> En-Clone experiment (Table 1) at laptop scale and prints
-Joint Training vs PreAlign side by side::
+Runs the paper's synthetic English -> En-Clone experiment (Table 1) at laptop scale: three arms
+with the same budget -- Joint Training, PreAlign and the paper's perfect-alignment upper bound
+(§4.1.1) -- plus the controls that say whether the evaluations are informative, side by side::
 
     bash scripts/quickstart.sh                       # set up .venv, then the full run (< 30 min on 2 cores)
     bash scripts/quickstart.sh --small               # the same pipeline, tiny sizes (< 5 min; used by the tests)
     python examples/quickstart/run.py --output-dir quickstart_out      # without the setup step
+    python examples/quickstart/run.py --seeds 1234,1235,1236 --output-dir qs_seeds   # mean +- sd over seeds
     python examples/quickstart/run.py --force        # redo every stage (default: skip finished ones)
 
 Stages (each prints a banner with the elapsed time; outputs under ``--output-dir``)::
 
     1 corpus     built-in English (megatron_prealign.data.synthetic, seeded grammar): training
                  documents, a disjoint share to clone (the target language gets ~2% of English's
-                 data, paper §4.3: 1%), held-out validation documents; the CLKA knowledge text
-                 (megatron_prealign.eval.clka); a generated NLI task in the XNLI format
-                 (megatron_prealign.data.synthetic_nli)
+                 data, paper §4.3: 1%), held-out validation documents; a generated NLI task in
+                 the XNLI format (megatron_prealign.data.synthetic_nli)
     2 tokenizer  byte-level BPE (600 ids) trained on the English corpus tools/train_tokenizer.py
-    3 data       binarize English                                     tools/preprocess_data.py
+    3 data       CLKA facts, English knowledge text + tests: names   tools/make_clka.py --name-pieces corpus
+                 built from frequent corpus BPE pieces; every distractor object occurs in the
+                 knowledge text exactly as often as the true one
+                 binarize English                                     tools/preprocess_data.py
                  En-Clone alignment table (every word -> its clone)   tools/build_alignment_table.py --en-clone
                  English with 5% input-only codeswitching (C++ pass)  tools/preprocess_data.py --codeswitch
                  En-Clone training + validation data                  tools/make_en_clone.py
-                 CLKA knowledge (English) + tests                     tools/make_clka.py
-    4 train      Joint Training: --prealign-mode none, English + En-Clone + knowledge
-                 PreAlign: --prealign-mode init --prealign-iters N, codeswitched English + En-Clone
-                 + knowledge; the same iterations x global batch; torchrun --nproc-per-node 2 (DP=2, gloo)
-    5 evaluate   per run: perplexity En / En-Clone (every checkpoint)  tools/eval_perplexity.py
-                 CLKA En-Clone / En                                    tools/eval_clka.py
-                 zero-shot NLI En -> En-Clone                          tools/eval_xnli.py
-                 mixed-script ratio                                    tools/eval_mixed_script.py
-                 aligned-word similarity (every checkpoint)            tools/eval_similarity.py
-    6 summary    table (Markdown) + PNG curves                         tools/summarize_results.py
-                 + training-loss and final-metric PNGs
-
-Measured on the 2-core CPU machine while other jobs loaded it: full 15 min 18 s, ``--small``
-1.5 min (up to ~5 min under heavy load). The full run's result: docs/results/README.md.
+    4 train      untied input/output embeddings (as the paper), the same iterations x global batch,
+                 torchrun --nproc-per-node 2 (DP=2, gloo):
+                 Joint Training   --prealign-mode none, English + En-Clone + knowledge
+                 PreAlign         --prealign-mode init: an alignment stage of its own (own LR
+                                  schedule), then the optimizer is reset and pretraining runs its
+                                  own warm-up and decay; codeswitched English + En-Clone + knowledge
+                 Upper bound      --clone-perfect-init (clone rows = English rows, input and
+                                  output), then PreAlign's pretraining (codeswitched data)
+                 control: No knowledge   Joint Training without the knowledge text
+    5 evaluate   per arm: perplexity En / En-Clone                   tools/eval_perplexity.py
+                 CLKA En-Clone / En beside its familiarity baseline  tools/eval_clka.py --familiarity-text
+                 zero-shot NLI En -> En-Clone                        tools/eval_xnli.py
+                 mixed-script ratio                                  tools/eval_mixed_script.py
+                 aligned-word similarity (raw, centred, norm ratio)  tools/eval_similarity.py
+                 oracle re-alignment control (clone rows := English  tools/oracle_realign.py, then
+                 rows + the model's language offset): CLKA + NLI      eval_clka / eval_xnli
+                 No knowledge: CLKA
+    6 summary    tables (Markdown) + PNG curves                      tools/summarize_results.py
+                 + the side-by-side report with standard errors and the share of the
+                 Joint -> oracle gap each arm closes
 
 A stage is skipped when its outputs exist (``--force`` redoes all; ``--from-stage`` redoes one
 and those after it). A failing command stops the pipeline, printing the command and its error
-(every command's full output is in ``{output_dir}/logs/``).
+(every command's full output is in ``{output_dir}/logs/``). Measured results:
+docs/results/README.md.
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import shlex
@@ -55,15 +67,26 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(REPO, "tools")
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 STAGES = ("corpus", "tokenizer", "data", "train", "evaluate", "summary")
-RUNS = ("joint", "prealign")
-RUN_TITLES = {"joint": "Joint Training", "prealign": "PreAlign"}
+ARMS = ("joint", "prealign", "upper_bound")
+"""The compared arms (same budget); each also gets an oracle re-alignment control."""
+CONTROL = "no_knowledge"
+"""The CLKA control: Joint Training without the knowledge text."""
+RUNS = ARMS + (CONTROL,)
+"""Every training run."""
+RUN_TITLES = {"joint": "Joint Training", "prealign": "PreAlign", "upper_bound": "Upper bound (perfect init)",
+              CONTROL: "No knowledge (control)"}
+
+
+def oracle_name(run: str) -> str:
+    """Result folder of ``run``'s oracle re-alignment control."""
+    return f"{run}_oracle"
 
 
 @dataclass
@@ -261,15 +284,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def stage_corpus(self) -> None:
-        self.banner(1, "corpus", "built-in English, En-Clone share, validation, CLKA knowledge text, NLI task")
-        outs = [self.path("corpus", f) for f in ("en.jsonl", "clone_source.jsonl", "valid.jsonl", "knowledge.jsonl",
-                                                  "corpus.json")]
+        self.banner(1, "corpus", "built-in English, En-Clone share, validation, NLI task")
+        outs = [self.path("corpus", f) for f in ("en.jsonl", "clone_source.jsonl", "valid.jsonl", "corpus.json")]
         outs += [self.path("nli", f) for f in ("train.tsv", "xnli.dev.tsv", "xnli.test.tsv")]
         if self.done("corpus", outs):
             self.say("[skip] corpus exists")
             return
         from megatron_prealign.data import synthetic, synthetic_nli
-        from megatron_prealign.eval import clka
 
         folder = self.path("corpus")
         os.makedirs(folder, exist_ok=True)
@@ -289,10 +310,6 @@ class Pipeline:
         n, w = synthetic.write_jsonl(os.path.join(folder, "valid.jsonl"),
                                      synthetic.SyntheticCorpusConfig(num_documents=p.valid_documents, seed=self.seed + 1))
         stats["valid.jsonl"] = {"documents": n, "words": w}
-        facts = clka.generate_facts(clka.CLKAConfig(seed=self.seed, facts_per_period=p.clka_facts))
-        statements = clka.knowledge_statements(facts, period=0, language="en", seed=self.seed)
-        _write_lines(os.path.join(folder, "knowledge.jsonl"), (json.dumps({"text": s}) for s in statements))
-        stats["knowledge.jsonl"] = {"documents": len(statements), "words": sum(len(s.split()) for s in statements)}
         synthetic_nli.write_xnli_task(self.path("nli"), synthetic_nli.NLITaskConfig(
             train=p.nli_train, dev=p.nli_dev, test=p.nli_test, seed=self.seed + 2))
         for name, s in stats.items():
@@ -311,7 +328,7 @@ class Pipeline:
             "--vocab-size", str(self.p.vocab_size), "--output-dir", self.path("tokenizer")])
 
     def stage_data(self) -> None:
-        self.banner(3, "data", "binarize, En-Clone table, codeswitch (C++), En-Clone data, CLKA")
+        self.banner(3, "data", "CLKA, binarize, En-Clone table, codeswitch (C++), En-Clone data")
         d = self.path("data")
         os.makedirs(d, exist_ok=True)
         table = self.path("tables", "en_clone.jsonl")
@@ -320,7 +337,7 @@ class Pipeline:
                 "--input", self.path("corpus", "en.jsonl"), "--output-prefix", os.path.join(d, "en"), "--append-eod",
                 "--workers", "1"] + self.tok_flags()),
             ("alignment_table", [table], self.py("build_alignment_table.py") + [
-                "--input", self.path("corpus", "en.jsonl"), self.path("corpus", "knowledge.jsonl"), "--json-keys", "text",
+                "--input", self.path("corpus", "en.jsonl"), self.knowledge_text(), "--json-keys", "text",
                 "--en-clone", "--min-count", "20", "--workers", "1", "--output", table] + self.tok_flags()),
             ("codeswitch_en", [os.path.join(d, "en_cs_text_document_lossmask.bin")], self.py("preprocess_data.py") + [
                 "--input", self.path("corpus", "en.jsonl"), "--output-prefix", os.path.join(d, "en_cs"), "--append-eod",
@@ -338,12 +355,15 @@ class Pipeline:
             ("make_en_clone_valid", [os.path.join(d, "valid_en_clone_text_document.bin")], self.py("make_en_clone.py") + [
                 "--input", os.path.join(d, "valid_en_text_document"),
                 "--output-prefix", os.path.join(d, "valid_en_clone_text_document")] + self.tok_flags()),
-            ("make_clka", [self.path("clka", "manifest.json")], self.py("make_clka.py") + [
-                "--output-dir", self.path("clka"), "--overwrite", "--seed", str(self.seed),
-                "--facts-per-period", str(self.p.clka_facts), "--languages", "en"] + self.tok_flags()),
         ]
+        # Names are built from frequent BPE pieces of the English corpus, so the knowledge text
+        # (and the table built from it) depends on the tokenizer: CLKA comes first.
+        make_clka = ("make_clka", [self.path("clka", "manifest.json")], self.py("make_clka.py") + [
+            "--output-dir", self.path("clka"), "--overwrite", "--seed", str(self.seed),
+            "--facts-per-period", str(self.p.clka_facts), "--languages", "en",
+            "--name-pieces", "corpus", "--name-corpus", self.path("corpus", "en.jsonl")] + self.tok_flags())
         # two independent chains, side by side (one core each)
-        self.run_chains("data", {"english": steps[:3] + steps[7:], "en-clone": steps[3:7]})
+        self.run_chains("data", {"english": [make_clka] + steps[:3], "en-clone": steps[3:7]})
         self._check_knowledge_matches()
 
     def _check_knowledge_matches(self) -> None:
@@ -353,13 +373,18 @@ class Pipeline:
         if n_facts != self.p.clka_facts:
             raise PipelineError(f"{self.path('clka')}: {n_facts} facts, expected {self.p.clka_facts} (stale; rerun with --force)")
 
-    def blend(self, english_prefix: str) -> List[str]:
+    def knowledge_text(self) -> str:
+        """The English CLKA knowledge text make_clka wrote (JSONL)."""
+        return self.path("clka", "knowledge.jsonl")
+
+    def blend(self, english_prefix: str, knowledge: bool = True) -> List[str]:
         """``--data-path`` blend: English, En-Clone, knowledge, weighted by tokens (knowledge boosted)."""
         from megatron_prealign.data.indexed import open_indexed_dataset
 
         d = self.path("data")
-        parts = [(english_prefix, 1.0), (os.path.join(d, "en_clone_text_document"), 1.0),
-                 (self.path("clka", "knowledge", "period_000_text_document"), self.p.knowledge_boost)]
+        parts = [(english_prefix, 1.0), (os.path.join(d, "en_clone_text_document"), 1.0)]
+        if knowledge:
+            parts.append((self.path("clka", "knowledge", "period_000_text_document"), self.p.knowledge_boost))
         out: List[str] = []
         for prefix, boost in parts:
             ds = open_indexed_dataset(prefix)
@@ -368,7 +393,7 @@ class Pipeline:
         return out
 
     def train_cmd(self, run: str) -> List[str]:
-        """The torchrun command of ``run`` (``joint`` or ``prealign``); same budget for both."""
+        """The torchrun command of ``run`` (one of :data:`RUNS`); the same budget for all."""
         p = self.p
         ckpt = self.path("runs", run, "checkpoints")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--max-restarts", "0",
@@ -383,21 +408,32 @@ class Pipeline:
                "--num-workers", "0", "--log-interval", str(max(1, p.train_iters // 40)),
                "--save", ckpt, "--save-interval", str(p.save_interval), "--data-cache-path", self.path("runs", run, "cache"),
                "--tensorboard-dir", self.path("runs", run, "tensorboard"),
+               # untied input and output embeddings, as the paper's and the authors' models
+               "--untie-embeddings-and-output-weights",
+               # every run logs the aligned-word statistics of its embeddings (raw/centred cosine)
+               "--prealign-table", self.path("tables", "en_clone.jsonl"),
                ] + self.tok_flags(clone=True)
         d = self.path("data")
+        english, codeswitched = os.path.join(d, "en_text_document"), os.path.join(d, "en_cs_text_document")
         if run == "joint":
-            cmd += ["--prealign-mode", "none", "--data-path"] + self.blend(os.path.join(d, "en_text_document"))
-        else:
+            cmd += ["--prealign-mode", "none", "--data-path"] + self.blend(english)
+        elif run == CONTROL:
+            cmd += ["--prealign-mode", "none", "--data-path"] + self.blend(english, knowledge=False)
+        elif run == "upper_bound":  # paper §4.1.1: perfect alignment at initialisation, then PreAlign's pretraining
+            cmd += ["--prealign-mode", "none", "--clone-perfect-init", "--data-path"] + self.blend(codeswitched)
+        elif run == "prealign":
             cmd += ["--prealign-mode", "init", "--prealign-iters", str(p.prealign_iters),
-                    "--prealign-table", self.path("tables", "en_clone.jsonl"),
                     "--prealign-words-per-batch", str(p.words_per_batch),
-                    "--data-path"] + self.blend(os.path.join(d, "en_cs_text_document"))
+                    "--data-path"] + self.blend(codeswitched)
+        else:
+            raise ValueError(f"unknown run {run!r}")
         return cmd
 
     def stage_train(self) -> None:
         p = self.p
-        self.banner(4, "train", f"Joint Training vs PreAlign, {p.train_iters} iterations x global batch {p.global_batch_size} "
-                                f"x {p.seq_length} tokens each, torchrun --nproc-per-node 2 (DP=2, gloo)")
+        self.banner(4, "train", f"Joint Training, PreAlign, upper bound + no-knowledge control, {p.train_iters} iterations "
+                                f"x global batch {p.global_batch_size} x {p.seq_length} tokens each, "
+                                "torchrun --nproc-per-node 2 (DP=2, gloo)")
         for run in RUNS:
             ckpt = self.path("runs", run, "checkpoints")
             tracker = os.path.join(ckpt, "latest_checkpointed_iteration.txt")
@@ -412,30 +448,41 @@ class Pipeline:
             shutil.copyfile(os.path.join(self.logs, f"train_{run}.log"), self.path("runs", run, "train.log"))
 
     def eval_steps(self, run: str) -> List[tuple]:
-        """``(name, output, cmd)`` of every evaluation of ``run``, in order."""
+        """``(name, output, cmd)`` of every evaluation of ``run``, in order (its oracle control included)."""
         p = self.p
         load = self.path("runs", run, "checkpoints")
         res = self.path("results", run)
         d = self.path("data")
         table = self.path("tables", "en_clone.jsonl")
-        iters = list(range(p.save_interval, p.train_iters + 1, p.save_interval))
-        if not p.ppl_every_checkpoint:
-            iters = [p.train_iters]
-        steps = []
-        for it in iters:
-            steps.append((f"ppl_{run}_{it}", os.path.join(res, f"perplexity_iter{it:07d}.json"), self.py("eval_perplexity.py") + [
-                "--load", load, "--iteration", str(it), "--data-path", f"en={d}/valid_en_text_document",
-                "--data-path", f"en_clone={d}/valid_en_clone_text_document", "--alignment-table", table,
-                "--max-documents", str(p.ppl_max_documents), "--output", os.path.join(res, f"perplexity_iter{it:07d}.json")]))
-        steps += [
-            (f"clka_{run}", os.path.join(res, "clka.json"), self.py("eval_clka.py") + [
-                "--load", load, "--test-dir", self.path("clka"), "--languages", "en_clone,en",
-                "--output", os.path.join(res, "clka.json")]),
-            (f"xnli_{run}", os.path.join(res, "xnli.json"), self.py("eval_xnli.py") + [
-                "--load", load, "--train-file", self.path("nli", "train.tsv"), "--dev-file", self.path("nli", "xnli.dev.tsv"),
+
+        def clka(name: str, ckpt: str, folder: str, control: Optional[str]) -> tuple:
+            out = os.path.join(folder, "clka.json")
+            return (name, out, self.py("eval_clka.py") + [
+                "--load", ckpt, "--test-dir", self.path("clka"), "--languages", "en_clone,en",
+                "--familiarity-text", self.knowledge_text(), "--output", out] + (["--control", control] if control else []))
+
+        def xnli(name: str, ckpt: str, folder: str) -> tuple:
+            out = os.path.join(folder, "xnli.json")
+            return (name, out, self.py("eval_xnli.py") + [
+                "--load", ckpt, "--train-file", self.path("nli", "train.tsv"), "--dev-file", self.path("nli", "xnli.dev.tsv"),
                 "--test-file", self.path("nli", "xnli.test.tsv"), "--languages", "en,en_clone",
                 "--max-length", str(p.xnli_max_length), "--epochs", str(p.xnli_epochs), "--batch-size", "32", "--lr", "1e-4",
-                "--seed", str(self.seed), "--output", os.path.join(res, "xnli.json")]),
+                "--seed", str(self.seed), "--output", out])
+
+        def ppl(name: str, ckpt: str, folder: str, it: int) -> tuple:
+            out = os.path.join(folder, f"perplexity_iter{it:07d}.json")
+            return (name, out, self.py("eval_perplexity.py") + [
+                "--load", ckpt, "--iteration", str(it), "--data-path", f"en={d}/valid_en_text_document",
+                "--data-path", f"en_clone={d}/valid_en_clone_text_document", "--alignment-table", table,
+                "--max-documents", str(p.ppl_max_documents), "--output", out])
+
+        if run == CONTROL:  # the CLKA control: what the test gives without the knowledge
+            return [clka(f"clka_{run}", load, res, "no-knowledge")]
+        iters = list(range(p.save_interval, p.train_iters + 1, p.save_interval)) if p.ppl_every_checkpoint else [p.train_iters]
+        steps = [ppl(f"ppl_{run}_{it}", load, res, it) for it in iters]
+        steps += [
+            clka(f"clka_{run}", load, res, None),
+            xnli(f"xnli_{run}", load, res),
             (f"mixed_script_{run}", os.path.join(res, "mixed_script.json"), self.py("eval_mixed_script.py") + [
                 "--load", load, "--prompt-data", f"{d}/valid_en_text_document", "--prompt-tokens", "16",
                 "--num-prompts", str(p.mixed_prompts), "--max-new-tokens", str(p.mixed_new_tokens), "--batch-size", "16",
@@ -445,6 +492,16 @@ class Pipeline:
                 "--num-batches", str(p.similarity_batches), "--words-per-batch", str(min(32, p.words_per_batch)),
                 "--seq-length", str(p.seq_length), "--output", os.path.join(res, "similarity.json"),
                 "--plot", os.path.join(res, "similarity.png")]),
+        ]
+        # The oracle re-alignment control: the same model with its clone rows set to the English
+        # rows plus its own language offset -- the ceiling the evaluations can show.
+        oracle_ckpt = self.path("runs", oracle_name(run), "checkpoints")
+        oracle_res = self.path("results", oracle_name(run))
+        steps += [
+            (f"oracle_realign_{run}", os.path.join(oracle_ckpt, "latest_checkpointed_iteration.txt"),
+             self.py("oracle_realign.py") + ["--load", load, "--save", oracle_ckpt, "--overwrite"] + self.tok_flags(clone=True)),
+            clka(f"clka_{oracle_name(run)}", oracle_ckpt, oracle_res, "oracle-realign"),
+            xnli(f"xnli_{oracle_name(run)}", oracle_ckpt, oracle_res),
         ]
         return steps
 
@@ -478,21 +535,26 @@ class Pipeline:
             raise errors[0]
 
     def stage_evaluate(self) -> None:
-        self.banner(5, "evaluate", "perplexity, CLKA, zero-shot NLI, mixed-script ratio, aligned-word similarity "
-                                   "(both runs side by side, one core each)")
-        for run in RUNS:
-            if self.redo("evaluate") and os.path.isdir(self.path("results", run)):
-                shutil.rmtree(self.path("results", run))  # no stale per-checkpoint results
-            os.makedirs(self.path("results", run), exist_ok=True)
-        self.run_chains("evaluate", {run: [(name, [out], cmd) for name, out, cmd in self.eval_steps(run)] for run in RUNS})
+        self.banner(5, "evaluate", "perplexity, CLKA + controls, zero-shot NLI, mixed-script ratio, aligned-word "
+                                   "similarity, oracle re-alignment (two chains side by side, one core each)")
+        for name in list(RUNS) + [oracle_name(a) for a in ARMS]:
+            if self.redo("evaluate") and os.path.isdir(self.path("results", name)):
+                shutil.rmtree(self.path("results", name))  # no stale per-checkpoint results
+            os.makedirs(self.path("results", name), exist_ok=True)
+        steps = {run: [(name, [out], cmd) for name, out, cmd in self.eval_steps(run)] for run in RUNS}
+        self.run_chains("evaluate", {"joint+upper_bound": steps["joint"] + steps["upper_bound"],
+                                     "prealign+control": steps["prealign"] + steps[CONTROL]})
 
     def stage_summary(self) -> None:
         self.banner(6, "summary", "Table 1 layout (Markdown) + PNG plots")
         summary = self.path("summary")
         os.makedirs(summary, exist_ok=True)
         runs = []
-        for run in RUNS:
+        for run in ARMS:
             runs += ["--run", f"{RUN_TITLES[run]}={self.path('results', run)}"]
+        for run in ARMS:
+            runs += ["--run", f"{RUN_TITLES[run]} + oracle={self.path('results', oracle_name(run))}"]
+        runs += ["--run", f"{RUN_TITLES[CONTROL]}={self.path('results', CONTROL)}"]
         self.run("summarize", self.py("summarize_results.py") + ["--layout", "synthetic"] + runs
                  + ["--output", os.path.join(summary, "table1.md"), "--plot-dir", os.path.join(summary, "plots")])
         self.run("summarize_ablation", self.py("summarize_results.py") + ["--layout", "ablation", "--target", "en_clone"] + runs
@@ -535,31 +597,54 @@ def _load(path: str) -> Optional[dict]:
         return json.load(fh)
 
 
+def _se(acc: Optional[float], n: Optional[int]) -> Optional[float]:
+    """Binomial standard error (percentage points) of an accuracy in % over ``n`` items."""
+    if acc is None or not n:
+        return None
+    q = acc / 100.0
+    return 100.0 * math.sqrt(max(q * (1.0 - q), 0.0) / n)
+
+
 def collect_metrics(out: str) -> Dict[str, Dict[str, Optional[float]]]:
-    """Final-checkpoint numbers per run: ppl en/en_clone, xnli en/en_clone, clka en_clone/en, mixed, similarity."""
+    """Final-checkpoint numbers per result folder (arms, their oracle controls, the no-knowledge control).
+
+    Keys: ``ppl_{en,en_clone}``, ``{xnli,clka}_{en,en_clone}`` with ``*_se`` (binomial standard
+    error), ``clka_familiarity_{en,en_clone}``, ``mixed_script_en_clone``, and the aligned-word
+    statistics of the last checkpoint ``sim_{emb,out,layers}_{raw,centred}`` and
+    ``sim_{emb,out}_norm_ratio``.
+    """
     metrics: Dict[str, Dict[str, Optional[float]]] = {}
-    for run in RUNS:
-        res = os.path.join(out, "results", run)
+    for name in list(RUNS) + [oracle_name(a) for a in ARMS]:
+        res = os.path.join(out, "results", name)
+        if not os.path.isdir(res):
+            continue
         m: Dict[str, Optional[float]] = {}
-        ppl_files = sorted(f for f in os.listdir(res) if f.startswith("perplexity_iter")) if os.path.isdir(res) else []
+        ppl_files = sorted(f for f in os.listdir(res) if f.startswith("perplexity_iter"))
         ppl = _load(os.path.join(res, ppl_files[-1])) if ppl_files else None
         for lang in ("en", "en_clone"):
             m[f"ppl_{lang}"] = ppl["results"][lang]["overall"]["ppl"] if ppl and lang in ppl.get("results", {}) else None
-        for task, file in (("xnli", "xnli.json"), ("clka", "clka.json")):
-            r = _load(os.path.join(res, file))
+        for task, file, count in (("xnli", "xnli.json", "examples"), ("clka", "clka.json", "items")):
+            r = _load(os.path.join(res, file)) or {}
             for lang in ("en", "en_clone"):
-                m[f"{task}_{lang}"] = r["results"][lang]["accuracy"] if r and lang in r.get("results", {}) else None
+                entry = (r.get("results") or {}).get(lang) or {}
+                m[f"{task}_{lang}"] = entry.get("accuracy")
+                m[f"{task}_{lang}_se"] = entry.get("stderr", _se(entry.get("accuracy"), entry.get(count)))
+                if task == "clka":
+                    fam = ((r.get("controls") or {}).get("familiarity") or {}).get(lang) or {}
+                    m[f"clka_familiarity_{lang}"] = fam.get("accuracy")
         r = _load(os.path.join(res, "mixed_script.json"))
         m["mixed_script_en_clone"] = r["results"]["en_clone"]["ratio"] if r and "en_clone" in r.get("results", {}) else None
         r = _load(os.path.join(res, "similarity.json"))
         if r and r.get("results"):
-            last = max(r["results"], key=lambda pt: int(pt["iteration"]))
-            sims = {k: v for k, v in last["similarity"].items() if "/" not in k}
-            m["similarity_emb"] = sims.get("emb")
-            layer_vals = [v for k, v in sims.items() if k.startswith("layer")]
-            m["similarity_layers_mean"] = sum(layer_vals) / len(layer_vals) if layer_vals else None
-            m["similarity_out"] = sims.get("out")
-        metrics[run] = m
+            last = max(r["results"], key=lambda pt: int(pt["iteration"]))["similarity"]
+            for kind in ("raw", "centred"):
+                for level in ("emb", "out"):
+                    m[f"sim_{level}_{kind}"] = last.get(f"{level}/{kind}_cosine")
+                layers = [v for k, v in last.items() if k.startswith("layer") and k.endswith(f"/{kind}_cosine")]
+                m[f"sim_layers_{kind}"] = sum(layers) / len(layers) if layers else None
+            for level in ("emb", "out"):
+                m[f"sim_{level}_norm_ratio"] = last.get(f"{level}/norm_ratio")
+        metrics[name] = m
     return metrics
 
 
@@ -584,7 +669,7 @@ def plot_training_curves(out: str, path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for run in RUNS:
+    for run in ARMS:
         losses = training_losses(os.path.join(out, "runs", run, "train.log"))
         if losses:
             its = sorted(losses)
@@ -603,7 +688,7 @@ def plot_training_curves(out: str, path: str) -> None:
 
 
 def plot_final_metrics(metrics: Dict[str, Dict[str, Optional[float]]], path: str) -> None:
-    """Bar charts of the final metrics, Joint Training vs PreAlign."""
+    """Bar charts of the final metrics of the arms."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -613,11 +698,12 @@ def plot_final_metrics(metrics: Dict[str, Dict[str, Optional[float]]], path: str
               ("Zero-shot NLI accuracy %", ["xnli_en", "xnli_en_clone"], ["En", "En-Clone"]),
               ("CLKA accuracy % (chance 25)", ["clka_en", "clka_en_clone"], ["En", "En-Clone"])]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    width = 0.38
+    arms = [a for a in ARMS if a in metrics]
+    width = 0.8 / max(1, len(arms))
     for ax, (title, keys, labels) in zip(axes, panels):
-        for j, run in enumerate(RUNS):
+        for j, run in enumerate(arms):
             vals = [metrics[run].get(k) or 0.0 for k in keys]
-            xs = [i + (j - 0.5) * width for i in range(len(keys))]
+            xs = [i + (j - (len(arms) - 1) / 2) * width for i in range(len(keys))]
             bars = ax.bar(xs, vals, width, label=RUN_TITLES[run])
             for b, v in zip(bars, vals):
                 ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
@@ -630,54 +716,155 @@ def plot_final_metrics(metrics: Dict[str, Dict[str, Optional[float]]], path: str
     plt.close(fig)
 
 
-def _fmt(v: Optional[float], digits: int = 1) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
+def _fmt(v: Optional[float], digits: int = 1, se: Optional[float] = None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
+
+
+REPORT_ROWS = [
+    # (title, key, digits, paper Table 1 Joint -> PreAlign)
+    ("LM En-Clone perplexity ↓", "ppl_en_clone", 1, "21.6 → 16.5"),
+    ("LM En perplexity ↓", "ppl_en", 2, "16.1 → 15.9"),
+    ("ZS-CLT (NLI) En-Clone acc % ↑", "xnli_en_clone", 1, "74.9 → 79.3"),
+    ("ZS-CLT (NLI) En acc % ↑", "xnli_en", 1, "79.8 → 80.1"),
+    ("CLKA En-Clone acc % ↑ (chance 25)", "clka_en_clone", 1, "27.7 → 90.3"),
+    ("CLKA En acc % ↑", "clka_en", 1, "–"),
+    ("Mixed-script ratio % ↓", "mixed_script_en_clone", 2, "–"),
+    ("Centred cosine, input emb ↑", "sim_emb_centred", 3, "–"),
+    ("Centred cosine, output emb ↑", "sim_out_centred", 3, "–"),
+    ("Centred cosine, layers (mean) ↑", "sim_layers_centred", 3, "–"),
+    ("Raw cosine, input emb ↑", "sim_emb_raw", 3, "–"),
+    ("Norm ratio clone/En, input emb", "sim_emb_norm_ratio", 2, "–"),
+]
+"""Rows of the side-by-side table."""
+
+GAP_KEYS = (("ppl_en_clone", "En-Clone perplexity"), ("xnli_en_clone", "NLI En-Clone"), ("clka_en_clone", "CLKA En-Clone"))
+"""Metrics whose Joint -> oracle gap is reported."""
+
+
+def gap_closed(metrics: Dict[str, Dict[str, Optional[float]]], key: str, arm: str) -> Optional[float]:
+    """Share of the gap from Joint Training to the oracle that ``arm`` closes on ``key``.
+
+    The oracle is Joint Training's oracle re-alignment control for accuracies; for perplexity
+    (no oracle is evaluated) the upper bound arm stands in. ``None`` when a number is missing or
+    the gap is zero.
+    """
+    joint = metrics.get("joint", {}).get(key)
+    ceiling_run = "upper_bound" if key.startswith("ppl") else oracle_name("joint")
+    ceiling = metrics.get(ceiling_run, {}).get(key)
+    value = metrics.get(arm, {}).get(key)
+    if None in (joint, ceiling, value) or ceiling == joint:
+        return None
+    return (value - joint) / (ceiling - joint)
+
+
+def report_table(metrics: Dict[str, Dict[str, Optional[float]]], spread: Optional[Dict[str, Dict[str, float]]] = None
+                 ) -> List[str]:
+    """Markdown lines: the arms side by side, each oracle control, the CLKA controls, the gap shares.
+
+    ``spread`` (multi-seed summaries) gives a standard deviation per run and key; otherwise the
+    binomial standard errors of the accuracies are shown.
+    """
+    arms = [a for a in ARMS if a in metrics]
+    lines = ["| Metric | " + " | ".join(RUN_TITLES[a] for a in arms) + " | Paper (Joint → PreAlign) |",
+             "|---|" + "---|" * len(arms) + "---|"]
+    for title, key, digits, paper in REPORT_ROWS:
+        cells = []
+        for a in arms:
+            se = (spread or {}).get(a, {}).get(key) if spread is not None else metrics[a].get(f"{key}_se")
+            cells.append(_fmt(metrics[a].get(key), digits, se))
+        lines.append(f"| {title} | " + " | ".join(cells) + f" | {paper} |")
+    lines += ["", "Controls (are the evaluations informative?):", "",
+              "| Control | " + " | ".join(RUN_TITLES[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
+    for title, key in (("CLKA En-Clone after oracle re-alignment", "clka_en_clone"),
+                       ("CLKA En after oracle re-alignment", "clka_en"),
+                       ("NLI En-Clone after oracle re-alignment", "xnli_en_clone"),
+                       ("NLI En after oracle re-alignment", "xnli_en")):
+        cells = []
+        for a in arms:
+            o = metrics.get(oracle_name(a), {})
+            se = (spread or {}).get(oracle_name(a), {}).get(key) if spread is not None else o.get(f"{key}_se")
+            cells.append(_fmt(o.get(key), 1, se))
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    fam = metrics.get("joint", {}).get("clka_familiarity_en")
+    ctl = metrics.get(CONTROL, {})
+    ctl_se = (spread or {}).get(CONTROL, {}) if spread is not None else {k[:-3]: v for k, v in ctl.items() if k.endswith("_se")}
+    lines += ["", f"CLKA familiarity baseline (pick the option whose object occurs most in the knowledge text): "
+                  f"{_fmt(fam)} % (chance 25 %). No-knowledge model (Joint Training without the knowledge text): "
+                  f"CLKA En {_fmt(ctl.get('clka_en'), 1, ctl_se.get('clka_en'))} %, "
+                  f"En-Clone {_fmt(ctl.get('clka_en_clone'), 1, ctl_se.get('clka_en_clone'))} %."]
+    lines += ["", "Share of the Joint Training → ceiling gap closed (ceiling: Joint's oracle re-alignment for "
+                  "accuracies, the upper bound arm for perplexity):", "",
+              "| Metric | " + " | ".join(RUN_TITLES[a] for a in arms if a != "joint") + " |",
+              "|---|" + "---|" * (len(arms) - 1)]
+    for key, title in GAP_KEYS:
+        shares = [gap_closed(metrics, key, a) for a in arms if a != "joint"]
+        cells = ["–" if g is None else f"{100 * g:.0f} %" for g in shares]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(out: str, metrics: Dict[str, Dict[str, Optional[float]]], path: str, preset: str, p: Preset) -> None:
-    """The summary Markdown: the comparison table, the setup and where everything is."""
-    rows = [
-        ("LM En-Clone perplexity ↓", "ppl_en_clone", 1, "21.6 → 16.5"),
-        ("LM En perplexity ↓", "ppl_en", 2, "16.1 → 15.9"),
-        ("ZS-CLT (NLI) En-Clone acc % ↑", "xnli_en_clone", 1, "74.9 → 79.3"),
-        ("ZS-CLT (NLI) En acc % ↑", "xnli_en", 1, "79.8 → 80.1"),
-        ("CLKA En-Clone acc % ↑ (chance 25)", "clka_en_clone", 1, "27.7 → 90.3"),
-        ("CLKA En acc % ↑ (control)", "clka_en", 1, "–"),
-        ("Mixed-script ratio % ↓", "mixed_script_en_clone", 2, "–"),
-        ("Aligned-word cosine, input emb ↑", "similarity_emb", 3, "–"),
-        ("Aligned-word cosine, layers (mean) ↑", "similarity_layers_mean", 3, "–"),
-    ]
-    lines = ["| Metric | Joint Training | PreAlign | Paper (Joint → PreAlign) |", "|---|---|---|---|"]
-    for title, key, digits, paper in rows:
-        lines.append(f"| {title} | {_fmt(metrics['joint'].get(key), digits)} | {_fmt(metrics['prealign'].get(key), digits)} | {paper} |")
+    """The summary Markdown: the comparison table with its controls, the setup and where everything is."""
     tokens = p.train_iters * p.global_batch_size * p.seq_length
     cfg = _load(os.path.join(out, "corpus", "corpus.json")) or {}
     files = cfg.get("files", {})
     plots_dir = os.path.join(out, "summary", "plots")
     plots = sorted(f for f in os.listdir(plots_dir) if f.endswith(".png")) if os.path.isdir(plots_dir) else []
     text = [
-        f"# PreAlign quickstart ({preset}): Joint Training vs PreAlign on English -> En-Clone",
+        f"# PreAlign quickstart ({preset}, seed {cfg.get('seed', '?')}): English -> En-Clone",
         "",
-        "\n".join(lines),
+        "\n".join(report_table(metrics)),
         "",
-        f"Model: GPT, {p.num_layers} layers, hidden {p.hidden_size}, {p.num_heads} heads, sequence {p.seq_length}; "
-        f"both runs {p.train_iters} iterations x global batch {p.global_batch_size} ({tokens / 1e6:.2f}M tokens), "
-        f"PreAlign's first {p.prealign_iters} iterations are the alignment stage. "
+        "± = binomial standard error of an accuracy over the test items (one seed); "
+        "run `--seeds` for the spread over seeds.",
+        "",
+        f"Model: GPT, {p.num_layers} layers, hidden {p.hidden_size}, {p.num_heads} heads, sequence {p.seq_length}, "
+        f"untied embeddings; every run {p.train_iters} iterations x global batch {p.global_batch_size} "
+        f"({tokens / 1e6:.2f}M tokens). PreAlign: the first {p.prealign_iters} iterations are the alignment stage "
+        "(own LR schedule; optimizer reset and a new warm-up at the boundary). "
         f"Data: {files.get('en.jsonl', {}).get('documents', '?')} English documents "
         f"({files.get('en.jsonl', {}).get('words', '?')} words), "
         f"{files.get('clone_source.jsonl', {}).get('documents', '?')} En-Clone documents "
-        f"({files.get('clone_source.jsonl', {}).get('words', '?')} words), "
-        f"{p.clka_facts} CLKA facts ({files.get('knowledge.jsonl', {}).get('documents', '?')} English knowledge statements). "
+        f"({files.get('clone_source.jsonl', {}).get('words', '?')} words), {p.clka_facts} CLKA facts. "
         "Perplexity, CLKA and NLI use held-out data (the En-Clone sets are the English ones cloned).",
         "",
         "Paper numbers: Li et al. 2024, Table 1 (150M-parameter model, 10B English + 0.1B En-Clone tokens); "
         "not comparable in scale — compare the direction of the differences.",
         "",
-        "Files: `results/{joint,prealign}/*.json` (one per evaluation), `summary/table1.md` "
-        "(tools/summarize_results.py, paper layout), `summary/metrics.json`, plots in `summary/plots/`: "
-        + ", ".join(f"`{x}`" for x in plots) + ".",
+        "Files: `results/<run>/*.json` (one per evaluation; `<arm>_oracle/` the oracle controls), `summary/table1.md` "
+        "(tools/summarize_results.py, paper layout, with the CLKA controls and per-level alignment), "
+        "`summary/metrics.json`, plots in `summary/plots/`: " + ", ".join(f"`{x}`" for x in plots) + ".",
     ]
     _write_text(path, "\n".join(text) + "\n")
+
+
+def aggregate_seeds(out: str, seed_dirs: Dict[int, str], preset: str, p: Preset) -> Dict[str, Any]:
+    """Mean and standard deviation over seeds of every metric; writes ``{out}/README.md`` and ``metrics_seeds.json``."""
+    per_seed = {s: _load(os.path.join(d, "summary", "metrics.json")) or {} for s, d in seed_dirs.items()}
+    names = sorted({n for m in per_seed.values() for n in m})
+    mean: Dict[str, Dict[str, Optional[float]]] = {}
+    sd: Dict[str, Dict[str, float]] = {}
+    for name in names:
+        keys = sorted({k for m in per_seed.values() for k in m.get(name, {}) if not k.endswith("_se")})
+        mean[name], sd[name] = {}, {}
+        for key in keys:
+            vals = [m[name][key] for m in per_seed.values() if m.get(name, {}).get(key) is not None]
+            if not vals:
+                mean[name][key] = None
+                continue
+            mu = sum(vals) / len(vals)
+            mean[name][key] = mu
+            if len(vals) > 1:
+                sd[name][key] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
+    lines = [f"# PreAlign quickstart ({preset}): mean ± standard deviation over seeds {', '.join(map(str, seed_dirs))}",
+             "", "\n".join(report_table(mean, spread=sd)), "",
+             "Per seed: " + ", ".join(f"`{os.path.relpath(d, out)}/summary/README.md`" for d in seed_dirs.values()) + "."]
+    _write_text(os.path.join(out, "README.md"), "\n".join(lines) + "\n")
+    result = {"seeds": list(seed_dirs), "mean": mean, "sd": sd, "per_seed": {str(k): v for k, v in per_seed.items()}}
+    _write_json(os.path.join(out, "metrics_seeds.json"), result)
+    return result
 
 
 # ---------------------------------------------------------------------- small utilities
@@ -735,7 +922,7 @@ def _read(path: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Parse flags and run the pipeline. Returns the exit status (1 on a failed stage)."""
+    """Parse flags and run the pipeline (once per seed). Returns the exit status (1 on a failed stage)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--output-dir", default="quickstart_out", help="Where every output goes (default ./quickstart_out).")
@@ -743,30 +930,45 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--force", action="store_true", help="Redo every stage even if its outputs exist.")
     ap.add_argument("--from-stage", choices=STAGES, default=None, help="Redo this stage and the ones after it.")
     ap.add_argument("--seed", type=int, default=1234, help="Seed of the corpus, the tasks and training.")
+    ap.add_argument("--seeds", default=None,
+                    help="Comma-separated seeds: the whole pipeline once per seed (into OUTPUT_DIR/seed_S), then "
+                         "mean ± standard deviation over seeds in OUTPUT_DIR/README.md. Overrides --seed.")
     args = ap.parse_args(argv)
     preset = "small" if args.small else "full"
     out = os.path.abspath(args.output_dir)
-    cfg_path = os.path.join(out, "config.json")
-    if os.path.isfile(cfg_path) and not args.force:
-        old = _load(cfg_path) or {}
-        if old.get("preset") != preset or old.get("seed") != args.seed:
-            ap.error(f"--output-dir {args.output_dir} holds a {old.get('preset')} run with seed {old.get('seed')}; "
-                     "use another directory or --force")
-    pipe = Pipeline(out, preset, args.force, args.from_stage, args.seed)
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else [args.seed]
+    except ValueError:
+        ap.error(f"--seeds {args.seeds}: expected comma-separated integers")
+    if args.seeds and len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds {args.seeds}: a seed is repeated")
+    seed_dirs = {s: (os.path.join(out, f"seed_{s}") if args.seeds else out) for s in seeds}
+    for seed, folder in seed_dirs.items():
+        cfg_path = os.path.join(folder, "config.json")
+        if os.path.isfile(cfg_path) and not args.force:
+            old = _load(cfg_path) or {}
+            if old.get("preset") != preset or old.get("seed") != seed:
+                ap.error(f"--output-dir {os.path.relpath(folder)} holds a {old.get('preset')} run with seed {old.get('seed')}; "
+                         "use another directory or --force")
 
     def _terminate(signum, frame):  # SIGTERM: stop the children (own process groups) too
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    try:
-        pipe.run_all()
-    except PipelineError as exc:
-        print(f"\n[quickstart {pipe.elapsed()}] FAILED: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        pipe.kill_children()
-        print(f"\n[quickstart {pipe.elapsed()}] interrupted", file=sys.stderr, flush=True)
-        return 130
+    for seed, folder in seed_dirs.items():
+        pipe = Pipeline(folder, preset, args.force, args.from_stage, seed)
+        try:
+            pipe.run_all()
+        except PipelineError as exc:
+            print(f"\n[quickstart {pipe.elapsed()}] FAILED: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt:
+            pipe.kill_children()
+            print(f"\n[quickstart {pipe.elapsed()}] interrupted", file=sys.stderr, flush=True)
+            return 130
+    if args.seeds:
+        aggregate_seeds(out, seed_dirs, preset, PRESETS[preset])
+        print(f"\n{_read(os.path.join(out, 'README.md'))}")
     return 0
 
 
