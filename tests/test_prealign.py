@@ -57,9 +57,13 @@ def naive_word_features(model, ids):
     return torch.stack([emb, *layers, out_w[ids].mean(0)])
 
 
+@pytest.mark.parametrize("max_buckets", [1, 8])  # 1: the padded [8, 6] pass that PP uses
 @pytest.mark.parametrize("position_embedding_type", ["learned_absolute", "rope"])
-def test_words_in_a_batch_equal_words_encoded_alone(make_model, position_embedding_type):
+def test_words_in_a_batch_equal_words_encoded_alone(make_model, monkeypatch, position_embedding_type, max_buckets):
+    monkeypatch.setattr(pa, "MAX_LENGTH_BUCKETS", max_buckets)
     model = make_model(position_embedding_type=position_embedding_type, untie_embeddings_and_output_weights=True)
+    calls = []
+    model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
     batch = packed()
     assert batch["tokens"].shape == (8, 6)
     with torch.no_grad():
@@ -67,10 +71,14 @@ def test_words_in_a_batch_equal_words_encoded_alone(make_model, position_embeddi
         for slot, ids in enumerate(WORDS):
             torch.testing.assert_close(features[:, slot], naive_word_features(model, ids), rtol=1e-6, atol=1e-6)
     assert features[:, len(WORDS):].abs().max() == 0  # the padding row
+    # lengths 1 (2 words + the padding row), 2 (2), 3 (2), 4 (1): one call per length, or one padded call
+    expected = [(3, 1), (2, 2), (2, 3), (1, 4)] if max_buckets == 8 else [(8, 6)]
+    assert [tuple(shape) for shape in calls[: len(expected)]] == expected
 
 
-def test_pooling_ignores_right_padding(make_model):
+def test_pooling_ignores_right_padding(make_model, monkeypatch):
     """Negative control: averaging over the padded row instead of the word changes the feature."""
+    monkeypatch.setattr(pa, "MAX_LENGTH_BUCKETS", 1)  # one padded pass
     model = make_model()
     batch = packed()
     with torch.no_grad():
@@ -93,7 +101,7 @@ def test_the_model_sees_no_attention_mask(make_model):
         pa.pooled_level_features(model, packed(), [1])
     finally:
         handle.remove()
-    assert seen == [None]
+    assert seen and all(mask is None for mask in seen)
 
 
 def test_tied_embeddings_make_levels_zero_and_last_equal(make_model):

@@ -239,6 +239,63 @@ def _output_embedding_weight(gpt: torch.nn.Module) -> torch.Tensor:
     return gpt.output_layer.weight
 
 
+MAX_LENGTH_BUCKETS = 8
+"""At most this many model calls per pre-alignment microbatch on a single-stage model."""
+
+
+def _length_buckets(lengths: torch.Tensor, length: int, multiple: int) -> List[Tuple[torch.Tensor, int]]:
+    """Rows grouped by word length: ``[(row indices, padded length)]``, longest group last.
+
+    One group per distinct length (rounded up to ``multiple``, the TP size under sequence
+    parallelism), the longest ones merged so that there are at most :data:`MAX_LENGTH_BUCKETS`.
+    Padding rows (length 0) join the shortest group.
+    """
+    lengths = lengths.cpu().clamp(min=1)
+    rounded = (lengths + multiple - 1) // multiple * multiple
+    distinct = torch.unique(rounded).tolist()
+    if len(distinct) > MAX_LENGTH_BUCKETS:
+        distinct = distinct[: MAX_LENGTH_BUCKETS - 1] + [distinct[-1]]
+    out = []
+    lower = 0
+    for width in distinct:
+        rows = ((rounded > lower) & (rounded <= width)).nonzero(as_tuple=True)[0]
+        if rows.numel():
+            out.append((rows, min(int(width), length)))
+        lower = width
+    return out
+
+
+def _run_and_pool_layers(
+    model: torch.nn.Module, gpt: torch.nn.Module, tokens: torch.Tensor, valid: torch.Tensor,
+    layer_levels: Sequence[int], need_output: bool,
+) -> Tuple[Dict[int, torch.Tensor], Optional[torch.Tensor], bool]:
+    """Run the model on ``tokens [b, s]`` and sum each row's valid positions at ``layer_levels``.
+
+    Returns ``({level: [b, h] float32 sums}, output, partial)``; ``partial`` when the sums are
+    per-TP-rank shares of the sequence (sequence parallelism), to be all-reduced over TP.
+    """
+    num_rows, length = tokens.shape
+    positions = torch.arange(length, device=tokens.device).expand(num_rows, length)
+    with _capture_layer_outputs(gpt, layer_levels) as store, _without_lm_head(gpt):
+        output = model(input_ids=tokens, position_ids=positions, attention_mask=None)
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    tp_size = parallel_state.get_tensor_model_parallel_world_size()
+    partial = bool(gpt.config.sequence_parallel and tp_size > 1)
+    weights_sb = valid.t().to(torch.float32)  # hidden states are [s, b, h]
+    sums: Dict[int, torch.Tensor] = {}
+    for level in layer_levels:
+        hidden = store.get(level)
+        if hidden is None:
+            raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
+        if torch.is_grad_enabled() and not hidden.requires_grad and gpt.training:
+            raise RuntimeError(f"prealign: layer {level} output carries no gradient (activation recompute?)")
+        local_s = hidden.shape[0]
+        # With sequence parallelism each TP rank holds a slice of the sequence.
+        weights = weights_sb[tp_rank * local_s : (tp_rank + 1) * local_s] if partial else weights_sb
+        sums[level] = _row_sums(hidden, weights)
+    return sums, output, partial
+
+
 def pooled_level_features(
     model: torch.nn.Module, batch: Dict[str, object], levels: Sequence[int], need_output: bool = True
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -249,10 +306,16 @@ def pooled_level_features(
     model is not run at all (``output`` is ``None``). The model runs with its own causal mask
     (no attention mask is passed) and positions ``0..L-1`` in every row.
 
+    On a single-stage model (no PP) the rows are run in groups of equal word length
+    (:func:`_length_buckets`), so right padding costs nothing; a word's result does not depend on
+    its group (causal attention, positions from 0). Under PP the microbatch runs at the shape the
+    schedule communicates, padded.
+
     Returns:
         ``(features [len(levels), num_rows, hidden] float32, identical on all TP ranks; padding
         rows are zero, output)`` where ``output`` is the model's output (the decoder output on
-        the last stage: the LM head is skipped).
+        the last stage: the LM head is skipped; a zero-weighted scalar over the groups' outputs
+        when the rows ran in groups).
     """
     gpt = unwrap_model(model)
     check_model_supported(gpt)
@@ -261,18 +324,33 @@ def pooled_level_features(
     lengths = batch["lengths"].to(dev)
     num_rows, length = tokens.shape
     num_layers = gpt.config.num_layers
-    positions = torch.arange(length, device=dev)
-    valid = positions.unsqueeze(0) < lengths.unsqueeze(1)  # [b, s]
+    valid = torch.arange(length, device=dev).unsqueeze(0) < lengths.unsqueeze(1)  # [b, s]
     layer_levels = [x for x in levels if 1 <= x <= num_layers]
     output = None
-    store: Dict[int, torch.Tensor] = {}
+    layer_sums: Dict[int, torch.Tensor] = {}
+    partial = False
     if layer_levels or need_output:
-        with _capture_layer_outputs(gpt, layer_levels) as store, _without_lm_head(gpt):
-            output = model(input_ids=tokens, position_ids=positions.expand(num_rows, length), attention_mask=None)
+        tp_size = parallel_state.get_tensor_model_parallel_world_size()
+        multiple = tp_size if gpt.config.sequence_parallel and tp_size > 1 else 1
+        buckets = _length_buckets(batch["lengths"], length, multiple) if gpt.pre_process and gpt.post_process else []
+        if len(buckets) <= 1:
+            layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels, need_output)
+        else:
+            parts, outputs = [], []
+            for rows, width in buckets:
+                rows = rows.to(dev)
+                sums, out, partial = _run_and_pool_layers(
+                    model, gpt, tokens.index_select(0, rows)[:, :width], valid.index_select(0, rows)[:, :width],
+                    layer_levels, need_output)
+                parts.append(sums)
+                outputs.append(out.float().sum() * 0.0)
+            order = torch.cat([rows for rows, _ in buckets]).to(dev)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=dev)
+            layer_sums = {x: torch.cat([p[x] for p in parts]).index_select(0, inverse) for x in layer_levels}
+            output = torch.stack(outputs).sum()
 
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
-    tp_size = parallel_state.get_tensor_model_parallel_world_size()
-    weights_sb = valid.t().to(torch.float32)  # hidden states are [s, b, h]
     partial_sums: Dict[int, torch.Tensor] = {}  # summed over TP below
     full_sums: Dict[int, torch.Tensor] = {}
     for level in levels:
@@ -282,18 +360,10 @@ def pooled_level_features(
         elif level == num_layers + 1:
             weight = _output_embedding_weight(gpt)
             partial_sums[level] = _vocab_shard_row_sums(weight, tp_rank * weight.shape[0], tokens, valid)
+        elif level not in layer_sums:
+            raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
         else:
-            hidden = store.get(level)
-            if hidden is None:
-                raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
-            if torch.is_grad_enabled() and not hidden.requires_grad and gpt.training:
-                raise RuntimeError(f"prealign: layer {level} output carries no gradient (activation recompute?)")
-            local_s = hidden.shape[0]
-            if gpt.config.sequence_parallel and tp_size > 1:
-                # Each TP rank holds a slice of the sequence: partial sums, all-reduced below.
-                partial_sums[level] = _row_sums(hidden, weights_sb[tp_rank * local_s : (tp_rank + 1) * local_s])
-            else:
-                full_sums[level] = _row_sums(hidden, weights_sb)
+            (partial_sums if partial else full_sums)[level] = layer_sums[level]
     if partial_sums:
         keys = list(partial_sums)
         reduced = reduce_from_tensor_model_parallel_region(
