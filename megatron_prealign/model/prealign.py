@@ -322,6 +322,10 @@ def pooled_level_features(
     dev = platform_device()
     tokens = batch["tokens"].to(dev)
     lengths = batch["lengths"].to(dev)
+    tp_size = parallel_state.get_tensor_model_parallel_world_size()
+    multiple = tp_size if gpt.config.sequence_parallel and tp_size > 1 else 1
+    if tokens.shape[1] % multiple:  # sequence parallelism splits the sequence over TP ranks
+        tokens = torch.nn.functional.pad(tokens, (0, multiple - tokens.shape[1] % multiple))
     num_rows, length = tokens.shape
     num_layers = gpt.config.num_layers
     valid = torch.arange(length, device=dev).unsqueeze(0) < lengths.unsqueeze(1)  # [b, s]
@@ -330,8 +334,6 @@ def pooled_level_features(
     layer_sums: Dict[int, torch.Tensor] = {}
     partial = False
     if layer_levels or need_output:
-        tp_size = parallel_state.get_tensor_model_parallel_world_size()
-        multiple = tp_size if gpt.config.sequence_parallel and tp_size > 1 else 1
         buckets = _length_buckets(batch["lengths"], length, multiple) if gpt.pre_process and gpt.post_process else []
         if len(buckets) <= 1:
             layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels, need_output)
