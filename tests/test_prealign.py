@@ -284,3 +284,38 @@ def test_embedding_level_similarity_does_not_run_the_model(make_model):
     pos = [torch.nn.functional.cosine_similarity(feats[i], feats[j], dim=0).item()
            for i in range(len(WORDS)) for j in range(len(WORDS)) if i != j and LABELS[i] == LABELS[j]]
     assert sims["emb"] == pytest.approx(sum(pos) / len(pos), abs=1e-6)
+
+
+@pytest.mark.parametrize("levels", [None, [0, 3]])
+def test_level_reduction_mean_is_sum_over_number_of_levels(make_model, levels):
+    """--prealign-level-reduction mean: the gradient is that of mean_levels SupCon (the authors'
+    code), i.e. the summed objective (Eq. 3) divided by the number of aligned levels."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    model = make_model(untie_embeddings_and_output_weights=True)
+    grads = {}
+    for reduction in ("sum", "mean"):
+        model.zero_grad()
+        loss_cfg = pa.PreAlignLossConfig(temperature=0.1, levels=levels, align_weight=0.1,
+                                         level_reduction=reduction)
+        step = pa.PreAlignForwardStep(loss_cfg, num_microbatches=1, num_align_microbatches=1)
+        get_forward_backward_func()(forward_step_func=step, data_iterator=iter([packed()]), model=[model],
+                                    num_microbatches=1, seq_length=6, micro_batch_size=8, forward_only=False)
+        grads[reduction] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    used = [0, 1, 2, 3] if levels is None else levels
+    model.zero_grad()
+    f, _ = pa.pooled_level_features(model, packed(), used)
+    (0.1 * supcon_loss(f, packed()["word_labels"], 0.1).mean()).backward()
+    ref = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(ref) <= set(grads["mean"]) and len(ref) >= 2
+    for name in set(grads["mean"]) - set(ref):  # the zero-weighted terms that keep params in the graph
+        assert not grads["mean"][name].any(), name
+    for name in ref:
+        torch.testing.assert_close(grads["mean"][name], ref[name], rtol=1e-5, atol=1e-7, msg=name)
+        torch.testing.assert_close(grads["mean"][name] * len(used), grads["sum"][name], rtol=1e-5, atol=1e-7,
+                                   msg=name)
+
+
+def test_level_reduction_rejects_unknown():
+    with pytest.raises(ValueError, match="level_reduction"):
+        pa.PreAlignLossConfig(level_reduction="max")

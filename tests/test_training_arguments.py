@@ -172,3 +172,30 @@ def test_paper_rows_are_in_the_entry_point_docstring():
     doc = (pathlib.Path(__file__).resolve().parents[1] / "pretrain_prealign.py").read_text()
     for flag in ("--prealign-mode on-the-fly", "--prealign-mode post", "--clone-perfect-init", "EN_VCS"):
         assert flag in doc
+
+
+def test_prealign_schedule_and_weighting_flags():
+    pre = "--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 "
+    cfg = config_from_args(parse(pre), vocab_size=1000).prealign
+    # defaults: the paper's stage boundary, its Eq. 3 sum over levels, weight 1
+    assert (cfg.schedule, cfg.level_reduction, cfg.align_weight, cfg.lm_weight) == ("separate", "sum", 1.0, 1.0)
+    assert (cfg.lr, cfg.min_lr, cfg.lr_warmup_iters, cfg.lr_decay_style) == (None, None, None, None)
+    cfg = config_from_args(parse(pre + "--prealign-schedule shared --prealign-weight 0.1 "
+                                 "--prealign-level-reduction mean --prealign-lr 1e-3 --prealign-min-lr 1e-5 "
+                                 "--prealign-lr-warmup-iters 2 --prealign-lr-decay-style linear"),
+                           vocab_size=1000).prealign
+    assert (cfg.schedule, cfg.level_reduction, cfg.align_weight) == ("shared", "mean", 0.1)
+    assert (cfg.lr, cfg.min_lr, cfg.lr_warmup_iters, cfg.lr_decay_style) == (1e-3, 1e-5, 2, "linear")
+    # the old name stays an alias
+    assert parse(pre + "--prealign-align-weight 0.3").prealign_align_weight == 0.3
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("--prealign-lr-warmup-iters 5", "--prealign-lr-warmup-iters"),
+    ("--prealign-lr 0", "--prealign-lr"),
+    ("--prealign-min-lr 1", "--prealign-min-lr"),
+    ("--prealign-weight -1", "--prealign-weight"),
+])
+def test_bad_prealign_schedule_flags_name_the_flag(extra, message):
+    with pytest.raises(ValueError, match=message):
+        parse("--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 " + extra)

@@ -20,12 +20,15 @@ Levels (``--prealign-levels``): 0 = input embedding (token-embedding rows), ``1.
 transformer layer ``l`` (before the final norm), ``L+1`` = output embedding (LM-head rows; with
 tied embeddings the same matrix as level 0). Each word's representation at a level is the mean
 over its subwords (Eq. 1). Per level the supervised contrastive loss of
-:mod:`megatron_prealign.model.supcon` (cosine similarity / tau); levels are summed (Eq. 3).
+:mod:`megatron_prealign.model.supcon` (cosine similarity / tau); levels are summed (Eq. 3), or averaged with
+``level_reduction='mean'`` (the authors' code).
 
 Loss scaling (Eq. 4). With ``M_a`` pre-alignment and ``M_l`` LM microbatches per step, the step
 minimises::
 
     align_weight * mean_{pre-alignment mb} sum_levels SupCon  +  lm_weight * mean_{LM mb} CE
+
+(``sum_levels`` becomes ``mean_levels`` with ``level_reduction='mean'``)
 
 A :class:`PreAlignForwardStep` is told the ``M`` passed to its schedule call and ``M_a`` among
 them; each microbatch's returned loss is multiplied by ``M / M_a`` resp. ``M / M_l`` and
@@ -110,15 +113,25 @@ class PreAlignLossConfig:
     """Levels aligned: 0 = input embedding, 1..L = layers, L+1 = output embedding; ``None`` =
     all (``--prealign-levels``)."""
     align_weight: float = 1.0
-    """Weight of the summed alignment loss (``--prealign-align-weight``)."""
+    """Weight of the alignment loss (``--prealign-weight``)."""
     lm_weight: float = 1.0
     """Weight of the LM loss on LM microbatches (``--prealign-lm-weight``, Eq. 4)."""
+    level_reduction: str = "sum"
+    """``sum`` over levels (Eq. 3) or ``mean`` (sum / number of aligned levels, the authors'
+    released code) (``--prealign-level-reduction``)."""
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"prealign temperature must be > 0, got {self.temperature}")
         if self.align_weight < 0 or self.lm_weight < 0:
             raise ValueError("prealign align_weight and lm_weight must be >= 0")
+        if self.level_reduction not in ("sum", "mean"):
+            raise ValueError(f"prealign level_reduction must be 'sum' or 'mean', got {self.level_reduction!r}")
+
+    def level_scale(self, num_levels: int) -> float:
+        """Factor on the per-level sum: 1 for ``sum``, ``1 / num_levels`` (all levels, over
+        every PP stage) for ``mean``."""
+        return 1.0 / num_levels if self.level_reduction == "mean" else 1.0
 
 
 # ----------------------------------------------------------------------------------- levels
@@ -584,7 +597,8 @@ class PreAlignForwardStep:
         if here:
             per_level = alignment_level_losses(features, batch["word_labels"], self.loss_config.temperature)
             self.tracker.record(here, per_level)
-            scale = self.loss_config.align_weight * self.num_microbatches / self.num_align_microbatches
+            scale = (self.loss_config.align_weight * self.loss_config.level_scale(len(levels))
+                     * self.num_microbatches / self.num_align_microbatches)
             stage_loss = per_level.sum() * scale
         if not gpt.post_process:
             if stage_loss is not None:

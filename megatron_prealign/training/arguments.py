@@ -13,7 +13,9 @@ from typing import List, Optional, Sequence, Tuple
 
 from megatron_prealign.model.gpt import GPTModelConfig
 from megatron_prealign.training.config import (
+    LEVEL_REDUCTIONS,
     PREALIGN_MODES,
+    PREALIGN_SCHEDULES,
     SPLIT_FLAGS,
     CheckpointConfig,
     DataConfig,
@@ -145,8 +147,32 @@ def _add_prealign_args(parser: argparse.ArgumentParser) -> None:
                    "L+1 = output embedding")
     g.add_argument("--prealign-lm-weight", type=float, default=1.0,
                    help="auxiliary LM loss weight in the alignment stage (0 = none)")
-    g.add_argument("--prealign-align-weight", type=float, default=1.0,
-                   help="alignment loss weight whenever it is active")
+    g.add_argument("--prealign-weight", "--prealign-align-weight", dest="prealign_align_weight",
+                   type=float, default=1.0,
+                   help="alignment loss weight whenever it is active (default 1, paper Eq. 4; the "
+                   "authors' code uses 0.1 with --prealign-level-reduction mean; "
+                   "see docs/prealign-weighting.md)")
+    g.add_argument("--prealign-level-reduction", choices=list(LEVEL_REDUCTIONS), default="sum",
+                   help="combine the per-level losses by sum (default, paper Eq. 3) or mean (the "
+                   "authors' released code)")
+    g.add_argument("--prealign-schedule", choices=list(PREALIGN_SCHEDULES), default="separate",
+                   help="separate (default, the paper's stage boundary): the init/post alignment "
+                   "stage has its own LR schedule (--prealign-lr*), and at the boundary the Adam "
+                   "state is reset and the LM stage runs its own --lr-warmup-iters and decay over "
+                   "--lr-decay-iters (default its own length); shared: one schedule and one Adam "
+                   "state over the whole job. --train-iters counts all optimizer steps, the "
+                   "alignment stage included")
+    g.add_argument("--prealign-lr", type=float, default=None,
+                   help="peak LR of the alignment stage (separate schedule; default --lr)")
+    g.add_argument("--prealign-min-lr", type=float, default=None,
+                   help="final LR of the alignment stage (separate schedule; default --min-lr)")
+    g.add_argument("--prealign-lr-warmup-iters", type=int, default=None,
+                   help="warm-up of the alignment stage (separate schedule; default "
+                   "--lr-warmup-iters capped at half of --prealign-iters)")
+    g.add_argument("--prealign-lr-decay-style", default=None,
+                   choices=["constant", "linear", "cosine", "inverse-square-root", "WSD"],
+                   help="decay of the alignment stage over --prealign-iters (separate schedule; "
+                   "default --lr-decay-style)")
     g.add_argument("--prealign-words-per-batch", type=int, default=256)
     g.add_argument("--clone-perfect-init", action="store_true",
                    help="En-Clone upper bound: embedding rows id+V start equal to rows id")
@@ -300,7 +326,16 @@ def validate_args(args: argparse.Namespace, world_size: Optional[int]) -> None:
     if args.prealign_temperature <= 0:
         raise ValueError("--prealign-temperature must be > 0")
     if args.prealign_lm_weight < 0 or args.prealign_align_weight < 0:
-        raise ValueError("--prealign-lm-weight and --prealign-align-weight must be >= 0")
+        raise ValueError("--prealign-lm-weight and --prealign-weight must be >= 0")
+    if args.prealign_lr is not None and args.prealign_lr <= 0:
+        raise ValueError(f"--prealign-lr {args.prealign_lr} must be > 0")
+    prealign_lr = args.prealign_lr if args.prealign_lr is not None else args.lr
+    if args.prealign_min_lr is not None and not 0 <= args.prealign_min_lr <= prealign_lr:
+        raise ValueError(f"--prealign-min-lr {args.prealign_min_lr} must be within 0..{prealign_lr} (--prealign-lr)")
+    if args.prealign_lr_warmup_iters is not None and mode in ("init", "post") and \
+            not 0 <= args.prealign_lr_warmup_iters < args.prealign_iters:
+        raise ValueError(f"--prealign-lr-warmup-iters {args.prealign_lr_warmup_iters} must be within "
+                         f"0..{args.prealign_iters - 1} (--prealign-iters {args.prealign_iters})")
     if args.prealign_words_per_batch < 2:
         raise ValueError(f"--prealign-words-per-batch {args.prealign_words_per_batch}: a contrastive batch "
                          "needs at least 2 words (one positive pair and a negative)")
@@ -422,6 +457,12 @@ def config_from_args(args: argparse.Namespace, vocab_size: int, clone_base_vocab
             levels=parse_levels(args.prealign_levels),
             lm_weight=args.prealign_lm_weight,
             align_weight=args.prealign_align_weight,
+            level_reduction=args.prealign_level_reduction,
+            schedule=args.prealign_schedule,
+            lr=args.prealign_lr,
+            min_lr=args.prealign_min_lr,
+            lr_warmup_iters=args.prealign_lr_warmup_iters,
+            lr_decay_style=args.prealign_lr_decay_style,
             words_per_batch=args.prealign_words_per_batch,
             clone_perfect_init=args.clone_perfect_init,
             clone_base_vocab_size=clone_base_vocab_size,

@@ -14,6 +14,8 @@ from typing import List, Optional, Tuple
 from megatron_prealign.model.gpt import GPTModelConfig
 
 PREALIGN_MODES = ("init", "on-the-fly", "post", "none")
+PREALIGN_SCHEDULES = ("separate", "shared")
+LEVEL_REDUCTIONS = ("sum", "mean")
 
 
 @dataclass
@@ -93,9 +95,12 @@ class OptimConfig:
     lr_decay_style: str = "cosine"
     """``constant``, ``linear``, ``cosine``, ``inverse-square-root`` or ``WSD`` (``--lr-decay-style``)."""
     lr_warmup_iters: int = 0
-    """Linear warm-up iterations (``--lr-warmup-iters``)."""
+    """Linear warm-up iterations (``--lr-warmup-iters``); with the ``separate`` PreAlign schedule,
+    of the LM stage (counted from its first iteration)."""
     lr_decay_iters: Optional[int] = None
-    """Iterations the decay spans (``--lr-decay-iters``); ``None`` means ``train_iters``."""
+    """Iterations the decay spans (``--lr-decay-iters``); ``None`` means the LM stage's length
+    (``train_iters`` minus the alignment stage under the ``separate`` schedule, else
+    ``train_iters``)."""
     weight_decay: float = 0.01
     """Decoupled weight decay (``--weight-decay``)."""
     adam_beta1: float = 0.9
@@ -117,7 +122,9 @@ class TrainingConfig:
     global_batch_size: int
     """Sequences per optimizer step over all data-parallel ranks (``--global-batch-size``)."""
     train_iters: int
-    """Optimizer steps of the whole job, pre-/post-alignment stages included (``--train-iters``)."""
+    """Optimizer steps of the whole job, pre-/post-alignment stages included (``--train-iters``):
+    PreAlign runs ``prealign_iters`` alignment steps and ``train_iters - prealign_iters`` LM steps
+    (see :mod:`megatron_prealign.training.stages`)."""
     seed: int = 1234
     """Seed of weights, dropout and data order (``--seed``)."""
     log_interval: int = 100
@@ -166,7 +173,26 @@ class PreAlignConfig:
     """Weight of the auxiliary LM loss in the ``init``/``post`` alignment stage
     (``--prealign-lm-weight``); 0 runs the alignment stage without LM batches."""
     align_weight: float = 1.0
-    """Weight of the alignment loss whenever it is active (``--prealign-align-weight``)."""
+    """Weight of the alignment loss whenever it is active (``--prealign-weight``, alias
+    ``--prealign-align-weight``)."""
+    level_reduction: str = "sum"
+    """How the per-level losses combine: ``sum`` (paper Eq. 3) or ``mean`` (the authors'
+    released code) (``--prealign-level-reduction``); see docs/prealign-weighting.md."""
+    schedule: str = "separate"
+    """``separate`` (default, the paper's stage boundary: the alignment stage has its own LR
+    schedule, and the optimizer state is reset when the LM stage starts, which runs its own
+    warm-up and decay) or ``shared`` (one schedule and one Adam state over the whole job)
+    (``--prealign-schedule``); only ``init`` and ``post`` have a boundary."""
+    lr: Optional[float] = None
+    """Peak LR of the alignment stage (``--prealign-lr``); ``None`` = ``--lr``."""
+    min_lr: Optional[float] = None
+    """Final LR of the alignment stage's decay (``--prealign-min-lr``); ``None`` = ``--min-lr``."""
+    lr_warmup_iters: Optional[int] = None
+    """Warm-up iterations of the alignment stage (``--prealign-lr-warmup-iters``); ``None`` =
+    ``--lr-warmup-iters`` capped at half the stage."""
+    lr_decay_style: Optional[str] = None
+    """Decay style of the alignment stage over its ``iters`` (``--prealign-lr-decay-style``);
+    ``None`` = ``--lr-decay-style``."""
     words_per_batch: int = 256
     """Source words per alignment microbatch, each with its translations
     (``--prealign-words-per-batch``)."""

@@ -38,7 +38,7 @@ from megatron_prealign.model.prealign import (
 )
 from megatron_prealign.platform import device
 from megatron_prealign.training.config import OptimConfig
-from megatron_prealign.training.stages import Stage
+from megatron_prealign.training.stages import ScheduleSegment, Stage, segment_index_at
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ __all__ = [
     "initialize_parallel",
     "build_model",
     "build_optimizer_and_scheduler",
+    "build_scheduler",
+    "reset_optimizer_state_",
+    "schedule_for_iteration",
     "clone_perfect_init_",
     "train_step",
     "evaluate",
@@ -136,9 +139,19 @@ def build_model(cfg: GPTModelConfig) -> List[DistributedDataParallel]:
     return [ddp]
 
 
-def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module], train_iters: int, bf16: bool
+def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module], train_iters: int, bf16: bool,
+                                  segment: Optional[ScheduleSegment] = None,
                                   ) -> Tuple[Any, OptimizerParamScheduler]:
-    """Megatron's Adam(W) (``get_megatron_optimizer``) and ``OptimizerParamScheduler`` in iterations."""
+    """Megatron's Adam(W) (``get_megatron_optimizer``) and ``OptimizerParamScheduler`` in iterations.
+
+    Args:
+        cfg: optimizer hyper-parameters (and the LR schedule when ``segment`` is ``None``).
+        model: the DDP-wrapped model chunks.
+        train_iters: iterations of the job (the schedule's length when ``segment`` is ``None``).
+        bf16: bf16 training (Megatron's mixed-precision optimizer).
+        segment: the schedule segment the scheduler follows (its iteration 0 is the segment's
+            first); ``None`` = one segment over ``train_iters`` from ``cfg``.
+    """
     opt_config = OptimizerConfig(
         optimizer="adam",
         lr=cfg.lr,
@@ -155,23 +168,88 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
     optimizer = get_megatron_optimizer(opt_config, model)
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
         chunk.config.grad_scale_func = optimizer.scale_loss
-    decay_iters = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else train_iters
-    scheduler = OptimizerParamScheduler(
+    if segment is None:
+        segment = ScheduleSegment(
+            name="all", start=0, iters=train_iters, lr=cfg.lr, min_lr=cfg.min_lr,
+            warmup_iters=cfg.lr_warmup_iters,
+            decay_iters=cfg.lr_decay_iters if cfg.lr_decay_iters is not None else train_iters,
+            decay_style=cfg.lr_decay_style,
+        )
+    return optimizer, build_scheduler(optimizer, segment, cfg.weight_decay)
+
+
+def build_scheduler(optimizer: Any, segment: ScheduleSegment, weight_decay: float) -> OptimizerParamScheduler:
+    """Megatron's ``OptimizerParamScheduler`` for one schedule segment, at its step 0.
+
+    Constructing it sets the param groups' LR to the segment's first value (0 with warm-up).
+    Megatron's scheduler reads each param group's ``max_lr``/``min_lr`` before its own, so they
+    are set to the segment's here.
+    """
+    decay = segment.decay_iters
+    for group in optimizer.param_groups:
+        group["max_lr"] = segment.lr
+        group["min_lr"] = segment.min_lr
+    return OptimizerParamScheduler(
         optimizer,
-        init_lr=0.0 if cfg.lr_warmup_iters > 0 else cfg.lr,
-        max_lr=cfg.lr,
-        min_lr=cfg.min_lr,
-        lr_warmup_steps=cfg.lr_warmup_iters,
-        lr_decay_steps=max(decay_iters, cfg.lr_warmup_iters + 1) if cfg.lr_decay_style != "constant" else decay_iters,
-        lr_decay_style=cfg.lr_decay_style,
-        start_wd=cfg.weight_decay,
-        end_wd=cfg.weight_decay,
-        wd_incr_steps=train_iters,
+        init_lr=0.0 if segment.warmup_iters > 0 else segment.lr,
+        max_lr=segment.lr,
+        min_lr=segment.min_lr,
+        lr_warmup_steps=segment.warmup_iters,
+        lr_decay_steps=max(decay, segment.warmup_iters + 1) if segment.decay_style != "constant" else decay,
+        lr_decay_style=segment.decay_style,
+        start_wd=weight_decay,
+        end_wd=weight_decay,
+        wd_incr_steps=max(1, segment.iters),
         wd_incr_style="constant",
         use_checkpoint_opt_param_scheduler=True,
         override_opt_param_scheduler=False,
     )
-    return optimizer, scheduler
+
+
+def _inner_optimizers(optimizer: Any) -> List[torch.optim.Optimizer]:
+    """The ``torch.optim`` optimizers under Megatron's (chained / mixed-precision) wrappers."""
+    chained = getattr(optimizer, "chained_optimizers", None) or [optimizer]
+    return [getattr(opt, "optimizer", opt) for opt in chained]
+
+
+@torch.no_grad()
+def reset_optimizer_state_(optimizer: Any) -> None:
+    """Forget Adam's moments and step counts (a fresh optimizer on the same parameters).
+
+    The param groups, and so the references to the model's (or mixed precision's main)
+    parameters and the DDP grad buffers, stay as they are; the state is rebuilt lazily (zero
+    moments, step 1) by the next ``step()``, as for a newly constructed optimizer.
+    """
+    from collections import defaultdict
+
+    for opt in _inner_optimizers(optimizer):
+        opt.state = defaultdict(dict)
+        for group in opt.param_groups:
+            group.pop("step", None)  # fused Adams keep the step count in the group
+
+
+def schedule_for_iteration(iteration: int, segments: List[ScheduleSegment], held: int, optimizer: Any,
+                           scheduler: OptimizerParamScheduler, weight_decay: float,
+                           ) -> Tuple[OptimizerParamScheduler, int, bool]:
+    """Cross a stage boundary when the step after ``iteration`` starts a new schedule segment.
+
+    Args:
+        iteration: completed steps.
+        segments: the job's segments (:func:`~megatron_prealign.training.stages.schedule_segments`).
+        held: index of the segment the optimizer state and ``scheduler`` belong to.
+        optimizer: Megatron optimizer; its state is reset on crossing.
+        scheduler: the current scheduler.
+        weight_decay: ``--weight-decay``.
+
+    Returns:
+        ``(scheduler, held, crossed)``: a fresh scheduler at the new segment's step 0 and the new
+        index when a boundary was crossed, else the inputs unchanged.
+    """
+    index = segment_index_at(iteration, segments)
+    if index == held:
+        return scheduler, held, False
+    reset_optimizer_state_(optimizer)
+    return build_scheduler(optimizer, segments[index], weight_decay), index, True
 
 
 def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -267,7 +345,8 @@ def train_step(
     """One optimizer step of ``stage``: pipeline schedules over its alignment and LM microbatches.
 
     The step minimises ``stage.lm_weight`` x (mean LM loss over the LM microbatches) +
-    ``stage.align_weight`` x (mean summed-over-levels SupCon over the alignment microbatches),
+    ``stage.align_weight`` x (mean over the alignment microbatches of the SupCon summed, or
+    averaged, over levels),
     with :class:`~megatron_prealign.model.prealign.PreAlignForwardStep` as the forward step.
 
     Returns:
@@ -278,7 +357,8 @@ def train_step(
     num_align = num_align_microbatches if stage.has_align else 0
     base = loss_config or PreAlignLossConfig()
     step_loss = PreAlignLossConfig(temperature=base.temperature, levels=base.levels,
-                                   align_weight=stage.align_weight, lm_weight=stage.lm_weight)
+                                   align_weight=stage.align_weight, lm_weight=stage.lm_weight,
+                                   level_reduction=base.level_reduction)
     align_batches = list(align_stream.take(num_align)) if num_align else []
     for chunk in model:
         chunk.zero_grad_buffer()

@@ -24,10 +24,11 @@ from megatron_prealign.training.loop import (
     build_optimizer_and_scheduler,
     clone_perfect_init_,
     evaluate,
+    schedule_for_iteration,
     train_step,
 )
 from megatron_prealign.training.metrics import IntervalLogger, is_last_rank
-from megatron_prealign.training.stages import stage_at
+from megatron_prealign.training.stages import schedule_segments, segment_index_at, stage_at
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def pretrain(
     align_stream = align_stream_factory() if (needs_align and align_stream_factory is not None) else None
     if needs_align and align_stream is None:
         raise ValueError(f"--prealign-mode {cfg.prealign.mode}: no alignment stream was provided")
-    loss_config = PreAlignLossConfig(temperature=cfg.prealign.temperature, levels=cfg.prealign.levels)
+    loss_config = PreAlignLossConfig(temperature=cfg.prealign.temperature, levels=cfg.prealign.levels,
+                                     level_reduction=cfg.prealign.level_reduction)
     tracker = None
     if align_stream is not None:
         levels = resolve_levels(cfg.prealign.levels, cfg.model.num_layers)
@@ -98,7 +100,20 @@ def pretrain(
         if not cfg.prealign.clone_base_vocab_size:
             raise ValueError("--clone-perfect-init needs an En-Clone tokenizer (--en-clone)")
         clone_perfect_init_(model, cfg.prealign.clone_base_vocab_size)
-    optimizer, scheduler = build_optimizer_and_scheduler(cfg.optim, model, t.train_iters, cfg.model.bf16)
+    # The optimizer state and scheduler belong to the segment of the last completed iteration
+    # (a checkpoint saved at the stage boundary holds the alignment stage's; the loop resets it
+    # once before the first step of the next segment).
+    segments = schedule_segments(t.train_iters, cfg.prealign, cfg.optim)
+    start_iteration = checkpointing.read_latest_iteration(cfg.checkpoint.load) if resume_meta is not None else 0
+    held = segment_index_at(max(0, (start_iteration or 0) - 1), segments)
+    optimizer, scheduler = build_optimizer_and_scheduler(cfg.optim, model, t.train_iters, cfg.model.bf16,
+                                                         segment=segments[held])
+    if len(segments) > 1:
+        log_rank0(" LR schedule segments: " + "; ".join(
+            f"{g.name} iterations [{g.start}, {g.end}) lr {g.lr:g} warmup {g.warmup_iters} "
+            f"{g.decay_style} decay over {g.decay_iters} to {g.min_lr:g}" for g in segments)
+            + " (optimizer state reset at each boundary)")
+    probe = _alignment_probe(cfg)
     state = TrainState()
     if resume_meta is not None:
         it, ts = checkpointing.load_checkpoint(cfg.checkpoint.load, model, optimizer, scheduler,
@@ -142,6 +157,11 @@ def pretrain(
     exiting = False
     while state.iteration < t.train_iters and not exiting:
         stage = stage_at(state.iteration, t.train_iters, cfg.prealign)
+        scheduler, held, crossed = schedule_for_iteration(state.iteration, segments, held, optimizer, scheduler,
+                                                          cfg.optim.weight_decay)
+        if crossed:
+            log_rank0(f" stage boundary at iteration {state.iteration}: optimizer state reset, "
+                      f"{segments[held].name} LR schedule starts")
         start = time.time()
         losses, grad_norm, skipped = train_step(
             stage, model, optimizer, scheduler, train_iter, num_microbatches,
@@ -155,8 +175,12 @@ def pretrain(
             state.consumed_train_samples += t.global_batch_size
         last_grad_norm = grad_norm
         log.add_iteration(elapsed, tokens_per_iter if stage.has_lm else 0, losses, skipped)
+        stage_ends = state.iteration < t.train_iters and \
+            stage_at(state.iteration, t.train_iters, cfg.prealign).name != stage.name
         if state.iteration % t.log_interval == 0:
             extra = {}
+            if probe is not None:
+                extra.update(probe.stats(model[0]))
             if tracker is not None:
                 per_level = tracker.reduce()  # collective; zeros when no alignment step ran
                 if stage.has_align:
@@ -165,12 +189,20 @@ def pretrain(
                 extra["aligned cosine emb"] = align_stream.aligned_cosine(model[0])
             log.emit(state.iteration, state.consumed_train_samples, stage.name, scheduler.get_lr(
                 optimizer.param_groups[0]), t.global_batch_size, last_grad_norm, extra)
+        elif stage_ends and stage.has_align and probe is not None:
+            # The end of the alignment stage is the point that matters (before the LM stage).
+            values = probe.stats(model[0])
+            log_rank0(f" end of {stage.name} stage at iteration {state.iteration} | " + " | ".join(
+                f"{k}: {v:.4f}" for k, v in values.items()) + " |")
+            for k, v in values.items():
+                log.scalar(k, v, state.iteration)
         if t.eval_interval and t.eval_iters and valid_iter is not None and state.iteration % t.eval_interval == 0:
             _run_eval(model, valid_iter, cfg, num_microbatches, state, log, "validation")
         exiting = bool(t.exit_interval and state.iteration % t.exit_interval == 0)
         saving = cfg.checkpoint.save and (
             (cfg.checkpoint.save_interval and state.iteration % cfg.checkpoint.save_interval == 0)
             or state.iteration == t.train_iters or exiting
+            or (stage_ends and stage.has_align)  # alignment measurable before the LM stage
         )
         if saving:
             save(state.iteration)
@@ -178,6 +210,17 @@ def pretrain(
             log_rank0(f" exiting at iteration {state.iteration} (--exit-interval {t.exit_interval})")
     log.close()
     return state
+
+
+def _alignment_probe(cfg: PretrainConfig):
+    """The training log's embedding-alignment probe over ``--prealign-table`` (``None`` without one)."""
+    if not cfg.prealign.table:
+        return None
+    from megatron_prealign.alignment import AlignmentTable
+    from megatron_prealign.training.alignment_log import EmbeddingAlignmentProbe
+
+    return EmbeddingAlignmentProbe.from_table(AlignmentTable.load(cfg.prealign.table),
+                                              cfg.prealign.clone_base_vocab_size)
 
 
 def _stage_boundaries(cfg: PretrainConfig) -> List[int]:

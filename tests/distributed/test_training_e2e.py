@@ -268,3 +268,41 @@ def test_bad_inputs_fail_before_training(setup, run_a, tmp_path):
         for word in expect[name]:
             assert word in lines[0], (name, lines[0])
     assert "iteration        1/" not in proc.stdout
+
+
+def test_run_a_crosses_the_stage_boundary_and_logs_alignment(setup, run_a):
+    """Default --prealign-schedule separate: a boundary at iteration 3, a checkpoint there (the
+    alignment stage's end), the LM stage's LR warm-up starting again from 0, alignment stats logged."""
+    root, _ = setup
+    assert "stage boundary at iteration 3: optimizer state reset" in run_a.stdout
+    lr = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+        r"iteration\s+(\d+)/\s*\d+ \|.*?learning rate: ([0-9.E+-]+)", run_a.stdout)}
+    # the logged LR is the scheduler's value after the step: LM stage step 1 of warm-up 2 -> lr/2
+    assert abs(lr[4] - 0.5e-3) < 1e-9 and abs(lr[5] - 1e-3) < 1e-9, lr
+    assert (root / "a" / "iter_0000003" / "prealign_meta.json").is_file()
+    third = next(line for line in run_a.stdout.splitlines() if "iteration        3/" in line)
+    for key in ("align emb raw cos:", "align emb centred cos:", "align emb norm ratio:", "align out centred cos:"):
+        assert key in third, third
+
+
+def test_resume_from_the_boundary_checkpoint_reproduces_losses(setup, run_a):
+    """A job resumed from the end-of-alignment checkpoint resets the optimizer once and
+    continues exactly as the uninterrupted run."""
+    import shutil
+
+    root, common = setup
+    ckpt = root / "boundary"
+    ckpt.mkdir()
+    shutil.copytree(root / "a" / "iter_0000003", ckpt / "iter_0000003")
+    for extra in (root / "a").iterdir():  # run-level files next to the iteration directories
+        if extra.is_file() and extra.name != "latest_checkpointed_iteration.txt":
+            shutil.copy(extra, ckpt / extra.name)
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("3")
+    args = common + ["--tensor-model-parallel-size", "2", "--save", str(ckpt), "--load", str(ckpt)]
+    res = _run(2, args, 240, root / "boundary.log")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert "at iteration 3" in res.stdout and "stage boundary at iteration 3" in res.stdout
+    resumed, reference = _losses(res.stdout), _losses(run_a.stdout)
+    assert sorted(resumed) == [4, 5, 6, 7, 8]
+    for it in resumed:
+        assert abs(resumed[it] - reference[it]) <= 1e-6, (it, resumed[it], reference[it])
