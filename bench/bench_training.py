@@ -217,13 +217,14 @@ def main() -> None:
         words = args.words_per_microbatch or max(2, (seq * mbs) // 5)
         stream = build_alignment_stream(table, tok, cfg.vocab_size, words, mbs, seq, 1, None, 0, 1)
         probe = stream.probe()
-        filled = int((probe["segment_ids"] >= 0).sum())
-        print(f"pre-alignment microbatch: {words} source words, {filled}/{seq * mbs} tokens used, "
-              f"{int(probe['num_skipped_words'])} words skipped", flush=True)
+        rows, width = probe["tokens"].shape
+        print(f"pre-alignment microbatch: {words} source words, {rows} words x {width} tokens "
+              f"({int(probe['lengths'].sum())} real tokens; LM microbatch {mbs}x{seq})", flush=True)
         align = Stage("prealign", 0.0, 1.0)
         loss_cfg = PreAlignLossConfig()
         _compare(
-            "pre-alignment step (1 microbatch, all levels) vs LM step of the same token count (1 microbatch)",
+            "pre-alignment step (1 microbatch, all levels) vs LM step (1 microbatch); "
+            "same-token-count ratios: bench/bench_prealign_step.py",
             lambda: train_step(lm, model, opt, sched, ours_it, 1, seq, mbs),
             lambda: train_step(align, model, opt, sched, None, 0, seq, mbs, stream, 1, loss_cfg),
             args.rounds, args.per_block, args.warmup, 1.5, use_cpu_time,

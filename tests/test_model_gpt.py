@@ -100,10 +100,17 @@ def test_unknown_transformer_impl_is_rejected(single_process_parallel_state, imp
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU machines have no TransformerEngine")
-def test_transformer_engine_requested_without_it_says_so(single_process_parallel_state):
+def test_transformer_engine_default_falls_back_to_local_with_one_line(single_process_parallel_state, caplog):
+    """Megatron-LM's default ``transformer_engine`` is ours; without TE/CUDA: local, said once."""
+    assert GPTModelConfig.__dataclass_fields__["transformer_impl"].default == "transformer_engine"
     cfg = dataclasses.replace(TINY, transformer_impl="transformer_engine")
-    with pytest.raises(ValueError, match="needs TransformerEngine and CUDA"):
-        layer_spec_for(cfg, make_transformer_config(cfg))
+    with caplog.at_level(logging.INFO, logger=gpt.__name__):
+        spec = layer_spec_for(cfg, make_transformer_config(cfg))
+    lines = [r.getMessage() for r in caplog.records if r.name == gpt.__name__]
+    assert len(lines) == 1 and "local spec" in lines[0] and "transformer_engine: no CUDA device" in lines[0]
+    if not gpt.apex_available():
+        assert isinstance(spec, TransformerBlockSubmodules)
+    assert make_transformer_config(cfg).masked_softmax_fusion is False  # no fused kernels on the fallback
 
 
 @pytest.mark.parametrize("normalization,kind", [("LayerNorm", torch.nn.LayerNorm), ("RMSNorm", torch.nn.RMSNorm)])

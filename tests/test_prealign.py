@@ -11,7 +11,7 @@ import torch
 from megatron_prealign.model import prealign as pa
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 from megatron_prealign.model.supcon import supcon_loss
-from megatron_prealign.model.word_batches import pack_words
+from megatron_prealign.model.word_batches import pad_word_batch, word_rows
 
 WORDS = [[5, 6, 7], [8], [9, 10], [11, 12, 13, 14], [15, 16], [17, 18, 19], [20]]
 LABELS = [0, 0, 1, 1, 2, 2, 3]
@@ -33,7 +33,8 @@ def make_model(single_process_parallel_state):
 
 
 def packed():
-    return pack_words(WORDS, LABELS, micro_batch_size=2, seq_length=10, max_words=8)
+    """The words one per row, with one padding row and two padding columns beyond the longest."""
+    return word_rows(WORDS, LABELS, num_rows=8, length=6)
 
 
 def naive_word_features(model, ids):
@@ -56,41 +57,51 @@ def naive_word_features(model, ids):
     return torch.stack([emb, *layers, out_w[ids].mean(0)])
 
 
+@pytest.mark.parametrize("max_buckets", [1, 8])  # 1: the padded [8, 6] pass that PP uses
 @pytest.mark.parametrize("position_embedding_type", ["learned_absolute", "rope"])
-def test_packed_words_equal_words_encoded_alone(make_model, position_embedding_type):
+def test_words_in_a_batch_equal_words_encoded_alone(make_model, monkeypatch, position_embedding_type, max_buckets):
+    monkeypatch.setattr(pa, "MAX_LENGTH_BUCKETS", max_buckets)
     model = make_model(position_embedding_type=position_embedding_type, untie_embeddings_and_output_weights=True)
+    calls = []
+    model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
     batch = packed()
-    assert batch["num_skipped_words"] == 0
+    assert batch["tokens"].shape == (8, 6)
     with torch.no_grad():
         features, _ = pa.pooled_level_features(model, batch, [0, 1, 2, 3])
         for slot, ids in enumerate(WORDS):
-            torch.testing.assert_close(features[:, slot], naive_word_features(model, ids), rtol=1e-5, atol=1e-5)
-    assert features[:, len(WORDS):].abs().max() == 0  # empty slots
+            torch.testing.assert_close(features[:, slot], naive_word_features(model, ids), rtol=1e-6, atol=1e-6)
+    assert features[:, len(WORDS):].abs().max() == 0  # the padding row
+    # lengths 1 (2 words + the padding row), 2 (2), 3 (2), 4 (1): one call per length, or one padded call
+    expected = [(3, 1), (2, 2), (2, 3), (1, 4)] if max_buckets == 8 else [(8, 6)]
+    assert [tuple(shape) for shape in calls[: len(expected)]] == expected
 
 
-def test_the_block_mask_is_what_isolates_words(make_model, monkeypatch):
-    """Negative control: with an ordinary causal mask, words after the first in a row change."""
+def test_pooling_ignores_right_padding(make_model, monkeypatch):
+    """Negative control: averaging over the padded row instead of the word changes the feature."""
+    monkeypatch.setattr(pa, "MAX_LENGTH_BUCKETS", 1)  # one padded pass
     model = make_model()
     batch = packed()
-    s = batch["tokens"].shape[1]
-    monkeypatch.setattr(pa, "word_attention_mask",
-                        lambda seg: torch.triu(torch.ones(1, 1, s, s, dtype=torch.bool), 1))
     with torch.no_grad():
         features, _ = pa.pooled_level_features(model, batch, [2])
-        second = batch["segment_ids"][0].unique()[1].item()  # the second word of row 0
-        alone = naive_word_features(model, WORDS[second])[2]
-    assert (features[0, second] - alone).abs().max() > 1e-3
+        wider, _ = pa.pooled_level_features(model, pad_word_batch(batch, 9, 9), [2])
+        torch.testing.assert_close(wider[:, :8], features, rtol=1e-6, atol=1e-6)
+        fake = dict(batch, lengths=torch.where(batch["lengths"] > 0, 6, 0))
+        with_pads, _ = pa.pooled_level_features(model, fake, [2])
+    assert (with_pads[0, 1] - features[0, 1]).abs().max() > 1e-3  # word [8] padded to 6 tokens
 
 
-def test_word_attention_mask_by_hand():
-    mask = pa.word_attention_mask(torch.tensor([[0, 0, 1, -1]]))
-    allowed = ~mask[0, 0]
-    assert allowed.tolist() == [
-        [True, False, False, False],
-        [True, True, False, False],
-        [False, False, True, False],
-        [False, False, False, True],
-    ]
+def test_the_model_sees_no_attention_mask(make_model):
+    """Pre-alignment uses the model's own causal attention: nothing a TE spec would ignore."""
+    model = make_model()
+    seen = []
+    core = model.decoder.layers[0].self_attention.core_attention
+    handle = core.register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[3] if len(args) > 3
+                                            else kwargs.get("attention_mask")), with_kwargs=True)
+    try:
+        pa.pooled_level_features(model, packed(), [1])
+    finally:
+        handle.remove()
+    assert seen and all(mask is None for mask in seen)
 
 
 def test_tied_embeddings_make_levels_zero_and_last_equal(make_model):
@@ -119,30 +130,28 @@ def _lm_batch(seed):
             "attention_mask": torch.triu(torch.ones(1, 1, 10, 10, dtype=torch.bool), 1)}
 
 
-def test_forward_step_implements_eq4_under_megatron_schedule(make_model):
-    """Microbatches A L A (weights 0.7 / 0.3): grads of 0.7*mean_A(sum levels) + 0.3*CE(L)."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
+def test_forward_backward_step_implements_eq4(make_model):
+    """Two pre-alignment microbatches of different shapes and one LM microbatch (weights 0.7 / 0.3)
+    through Megatron's schedule: grads of 0.7*mean_A(sum levels) + 0.3*CE(L)."""
     model = make_model()
-    second = pack_words(WORDS[::-1], [x + 10 for x in LABELS[::-1]], 2, 10, max_words=8)
-    micro = [packed(), _lm_batch(0), second]
+    second = word_rows(WORDS[::-1][:5], [x + 10 for x in LABELS[::-1][:5]])
+    assert second["tokens"].shape != packed()["tokens"].shape
+    align = [packed(), second]
+    lm = _lm_batch(0)
     loss_cfg = pa.PreAlignLossConfig(temperature=0.1, align_weight=0.7, lm_weight=0.3)
-    step = pa.PreAlignForwardStep(loss_cfg, num_microbatches=3, num_align_microbatches=2)
-    stream = pa.interleave_microbatches(iter([micro[0], micro[2]]), iter([micro[1]]), 2, 1)
-    losses = get_forward_backward_func()(
-        forward_step_func=step, data_iterator=stream, model=[model], num_microbatches=3,
-        seq_length=10, micro_batch_size=2, forward_only=False,
-    )
+    tracker = pa.LevelLossTracker(2, (0, 1, 2, 3))
+    losses = pa.forward_backward_step([model], loss_cfg, iter([lm]), 1, seq_length=10, micro_batch_size=2,
+                                      align_batches=align, tracker=tracker)
     ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    logged = step.tracker.reduce()
+    logged = tracker.reduce()
     assert [sorted(d) for d in losses] == [["lm loss"]] * 3
 
     model.zero_grad()
     per_level = []
-    for b in (micro[0], micro[2]):
+    for b in align:
         f, _ = pa.pooled_level_features(model, b, [0, 1, 2, 3])
-        per_level.append(supcon_loss(f, b["word_labels"], 0.1))
-    lm = micro[1]
+        real = b["word_labels"] >= 0
+        per_level.append(supcon_loss(f[:, real], b["word_labels"][real], 0.1))
     ce = model(input_ids=lm["tokens"], position_ids=lm["position_ids"], attention_mask=lm["attention_mask"],
                labels=lm["labels"])
     ce = (ce * lm["loss_mask"]).sum() / lm["loss_mask"].sum()
@@ -157,16 +166,38 @@ def test_forward_step_implements_eq4_under_megatron_schedule(make_model):
                                     "total": mean_levels.sum().item()}, rel=1e-6)
 
 
-def test_interleave_spreads_kinds_evenly():
-    a = iter([{"kind": "prealign", "i": i} for i in range(100)])
-    lm = iter([{"i": i} for i in range(100)])
-    stream = pa.interleave_microbatches(a, lm, 2, 4)
-    kinds = [next(stream)["kind"] for _ in range(12)]
-    assert kinds == ["lm", "lm", "prealign", "lm", "lm", "prealign"] * 2
-    only = pa.interleave_microbatches(iter([{"kind": "prealign"}] * 3), None, 3, 0)
-    assert [next(only)["kind"] for _ in range(3)] == ["prealign"] * 3
-    with pytest.raises(ValueError, match="needs lm_batches"):
-        next(pa.interleave_microbatches(a, None, 1, 1))
+def test_forward_backward_step_runs_one_schedule_call_per_kind(make_model, monkeypatch):
+    """Alignment microbatches get their own shape (words x longest word) in one call; grads are
+    reduced once (no_sync held and finalize hidden during the first call)."""
+    import megatron.core.pipeline_parallel as pp_mod
+
+    model = make_model()
+    calls, events = [], []
+    real = pp_mod.get_forward_backward_func()
+
+    def spy(**kw):
+        calls.append((kw["num_microbatches"], kw["micro_batch_size"], kw["seq_length"],
+                      model.config.finalize_model_grads_func is not None))
+        return real(**kw)
+
+    monkeypatch.setattr(pp_mod, "get_forward_backward_func", lambda: spy)
+
+    @__import__("contextlib").contextmanager
+    def no_sync():
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    model.config.no_sync_func = no_sync
+    model.config.finalize_model_grads_func = lambda *a, **k: events.append("finalize")
+    try:
+        pa.forward_backward_step([model], pa.PreAlignLossConfig(), iter([_lm_batch(0), _lm_batch(1)]), 2, 10, 2,
+                                 align_batches=[packed(), word_rows(WORDS[:3], LABELS[:3])])
+    finally:
+        model.config.no_sync_func = model.config.finalize_model_grads_func = None
+    assert calls == [(2, 8, 6, False), (2, 2, 10, True)]
+    # first call: held open throughout; second: the schedule's own no_sync for microbatch 1, then finalize
+    assert events == ["enter", "exit", "enter", "exit", "finalize"]
 
 
 def test_aligned_cosine_similarity_matches_naive(make_model):
@@ -201,11 +232,6 @@ def test_unsupported_setups_raise(make_model):
     model.config.recompute_granularity = "full"
     with pytest.raises(NotImplementedError, match="recompute"):
         pa.pooled_level_features(model, packed(), [1])
-    fused = make_model()  # the fused causal softmax kernel (fp16/bf16 on GPU) ignores explicit masks
-    softmax = fused.decoder.layers[0].self_attention.core_attention.scale_mask_softmax
-    softmax.scaled_masked_softmax_fusion, softmax.input_in_float16 = True, True
-    with pytest.raises(NotImplementedError, match="fused causal softmax"):
-        pa.pooled_level_features(fused, packed(), [1])
     with pytest.raises(ValueError, match="num_align_microbatches"):
         pa.PreAlignForwardStep(pa.PreAlignLossConfig(), num_microbatches=2, num_align_microbatches=3)
     with pytest.raises(ValueError, match="temperature"):
@@ -214,7 +240,7 @@ def test_unsupported_setups_raise(make_model):
 
 def test_batch_without_positive_pair_raises(make_model):
     model = make_model()
-    batch = pack_words([[5], [6], [7]], [0, 1, 2], 1, 8)
+    batch = word_rows([[5], [6], [7]], [0, 1, 2])
     features, _ = pa.pooled_level_features(model, batch, [1])
     with pytest.raises(ValueError, match="no positive pair"):
         pa.alignment_level_losses(features, batch["word_labels"], 0.1)
@@ -225,7 +251,6 @@ def test_kinds_switch_under_ddp_overlapped_grad_reduce(make_model):
     waits for the same set later: a pre-alignment step that skips the LM head and leaves the
     untied output layer out of the levels must still touch every parameter."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-    from megatron.core.pipeline_parallel import get_forward_backward_func
 
     model = make_model(untie_embeddings_and_output_weights=True)
     ddp = DistributedDataParallel(
@@ -238,10 +263,10 @@ def test_kinds_switch_under_ddp_overlapped_grad_reduce(make_model):
     loss_cfg = pa.PreAlignLossConfig(levels=[1])
     for batch, num_align in ((_lm_batch(1), 0), (packed(), 1), (_lm_batch(2), 0)):
         ddp.zero_grad_buffer()
-        get_forward_backward_func()(
-            forward_step_func=pa.PreAlignForwardStep(loss_cfg, 1, num_align), data_iterator=iter([batch]),
-            model=[ddp], num_microbatches=1, seq_length=10, micro_batch_size=2, forward_only=False,
-        )
+        if num_align:
+            pa.forward_backward_step([ddp], loss_cfg, None, 0, 10, 2, align_batches=[batch])
+        else:
+            pa.forward_backward_step([ddp], loss_cfg, iter([batch]), 1, 10, 2)
     assert model.output_layer.weight.main_grad.abs().sum() > 0  # the last (LM) step reached it
 
 
@@ -275,7 +300,7 @@ def test_level_reduction_mean_is_sum_over_number_of_levels(make_model, levels):
                                          level_reduction=reduction)
         step = pa.PreAlignForwardStep(loss_cfg, num_microbatches=1, num_align_microbatches=1)
         get_forward_backward_func()(forward_step_func=step, data_iterator=iter([packed()]), model=[model],
-                                    num_microbatches=1, seq_length=10, micro_batch_size=2, forward_only=False)
+                                    num_microbatches=1, seq_length=6, micro_batch_size=8, forward_only=False)
         grads[reduction] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     used = [0, 1, 2, 3] if levels is None else levels
     model.zero_grad()

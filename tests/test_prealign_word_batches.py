@@ -1,4 +1,4 @@
-"""Packing aligned words into [mbs, seq] microbatches and drawing them from an alignment table."""
+"""Pre-alignment microbatches (one word per row) and drawing them from an alignment table."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from megatron_prealign.alignment import AlignmentEntry, AlignmentTable, Translation
-from megatron_prealign.model.word_batches import WordBatchConfig, WordBatchSampler, pack_words
+from megatron_prealign.model.word_batches import WordBatchConfig, WordBatchSampler, pad_word_batch, word_rows
 
 
 def make_table(num_words: int = 20, langs=("de", "zh"), per_lang: int = 3) -> AlignmentTable:
@@ -28,34 +28,38 @@ def make_table(num_words: int = 20, langs=("de", "zh"), per_lang: int = 3) -> Al
 
 
 def words_of(batch):
-    """{slot: (label, token tuple)} read back from a packed batch."""
+    """{row: (label, token tuple)} read back from a batch (padding rows left out)."""
     out = {}
     for row in range(batch["tokens"].shape[0]):
-        for slot in batch["segment_ids"][row].unique().tolist():
-            if slot < 0:
-                continue
-            sel = batch["segment_ids"][row] == slot
-            out[slot] = (int(batch["word_labels"][slot]), tuple(batch["tokens"][row][sel].tolist()))
+        n = int(batch["lengths"][row])
+        if n:
+            out[row] = (int(batch["word_labels"][row]), tuple(batch["tokens"][row, :n].tolist()))
     return out
 
 
-def test_pack_words_layout_by_hand():
-    batch = pack_words([[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]], [0, 0, 1, 1], micro_batch_size=2, seq_length=5,
-                       max_words=5, pad_id=99)
-    # first fit: [1 2 3][4] in row 0, [5 6] in row 1, [7 8 9 10] fits nowhere
-    assert batch["tokens"].tolist() == [[1, 2, 3, 4, 99], [5, 6, 99, 99, 99]]
-    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 0], [0, 1, 0, 0, 0]]
-    assert batch["segment_ids"].tolist() == [[0, 0, 0, 1, -1], [2, 2, -1, -1, -1]]
-    assert batch["word_labels"].tolist() == [0, 0, 1, -1, -1]
-    assert batch["num_skipped_words"] == 1
+def test_word_rows_layout_by_hand():
+    batch = word_rows([[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]], [0, 0, 1, 1], pad_id=99)
+    assert batch["tokens"].tolist() == [[1, 2, 3, 99], [4, 99, 99, 99], [5, 6, 99, 99], [7, 8, 9, 10]]
+    assert batch["lengths"].tolist() == [3, 1, 2, 4]
+    assert batch["word_labels"].tolist() == [0, 0, 1, 1]
     assert batch["kind"] == "prealign"
+    wide = word_rows([[1, 2], [3]], [5, 5], num_rows=3, length=4)
+    assert wide["tokens"].tolist() == [[1, 2, 0, 0], [3, 0, 0, 0], [0, 0, 0, 0]]
+    assert wide["lengths"].tolist() == [2, 1, 0] and wide["word_labels"].tolist() == [5, 5, -1]
+    padded = pad_word_batch(word_rows([[1, 2], [3]], [5, 5]), 3, 4)
+    for key in ("tokens", "lengths", "word_labels"):
+        assert torch.equal(padded[key], wide[key])
 
 
-def test_pack_words_bad_input():
+def test_word_rows_bad_input():
     with pytest.raises(ValueError, match="no tokens"):
-        pack_words([[1], []], [0, 0], 1, 4)
+        word_rows([[1], []], [0, 0])
     with pytest.raises(ValueError, match="labels"):
-        pack_words([[1], [2]], [0], 1, 4)
+        word_rows([[1], [2]], [0])
+    with pytest.raises(ValueError, match="do not fit 1x4"):
+        word_rows([[1], [2]], [0, 0], num_rows=1, length=4)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        pad_word_batch(word_rows([[1, 2]], [0]), 1, 1)
 
 
 def test_sampler_is_deterministic_and_restartable():
@@ -64,7 +68,7 @@ def test_sampler_is_deterministic_and_restartable():
     b = WordBatchSampler(make_table(), cfg, dp_rank=1, dp_size=2)
     for index in (0, 5, 13):
         x, y = a.microbatch(index), b.microbatch(index)
-        for key in ("tokens", "position_ids", "segment_ids", "word_labels"):
+        for key in ("tokens", "lengths", "word_labels"):
             assert torch.equal(x[key], y[key])
     other_seed = WordBatchSampler(make_table(), WordBatchConfig(**{**cfg.__dict__, "seed": 8}), dp_rank=1, dp_size=2)
     assert any(a.draw(i) != other_seed.draw(i) for i in range(4))
@@ -91,7 +95,8 @@ def test_groups_hold_source_and_capped_translations():
     cfg = WordBatchConfig(words_per_microbatch=4, micro_batch_size=4, seq_length=64, max_translations_per_word=2)
     sampler = WordBatchSampler(table, cfg)
     batch = sampler.microbatch(3)
-    assert batch["word_labels"].shape == (cfg.max_words,) == (12,)
+    assert batch["word_labels"].shape == (12,) == (cfg.max_words,)  # every drawn word has 2+ translations
+    assert int(batch["lengths"].max()) == batch["tokens"].shape[1]  # as long as its longest word
     words = words_of(batch)
     by_label = {}
     for slot in sorted(words):
@@ -122,8 +127,8 @@ def test_errors_when_no_positive_pair_is_possible():
     no_translations = AlignmentTable(["de"], [AlignmentEntry("a", 1, [1], {})], 10, {})
     with pytest.raises(ValueError, match="no positive pair possible"):
         WordBatchSampler(no_translations, WordBatchConfig(2, 1, 8))
-    # one row of one token: a group never gets two words in
+    # --seq-length 1: only one-token words are kept, and each group still has a pair
     tiny = WordBatchSampler(table, WordBatchConfig(words_per_microbatch=1, micro_batch_size=1, seq_length=1))
-    with pytest.raises(ValueError, match="holds no positive pair"):
-        for index in range(10):
-            tiny.microbatch(index)
+    for index in range(10):
+        batch = tiny.microbatch(index)
+        assert batch["tokens"].shape[1] == 1 and batch["tokens"].shape[0] >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from megatron_prealign.tokenizer import build_tokenizer
 from megatron_prealign.training.alignment import build_alignment_stream
@@ -33,7 +34,8 @@ def test_stream_resumes_at_its_position(tmp_path, tok):
     assert a.probe()["tokens"].tolist() == first[0]
     # each word of the probe has its translation (id + 500) in the same microbatch
     probe = a.probe()
-    toks = probe["tokens"][probe["segment_ids"] >= 0].tolist()
+    valid = torch.arange(probe["tokens"].shape[1]) < probe["lengths"].unsqueeze(1)
+    toks = probe["tokens"][valid].tolist()
     assert all((t + 500) in toks for t in toks if t < 500)
 
 
@@ -59,5 +61,6 @@ def test_microbatch_without_positive_pair_fails_at_startup(tmp_path, tok):
     from training_helpers import write_table
 
     write_table(str(tmp_path / "long.jsonl"), tok, 10, offset=500, word_len=3)
-    with pytest.raises(ValueError, match="positive pair"):
-        _build(tmp_path / "long.jsonl", tok, words=2, mbs=1, seq=4)
+    _build(tmp_path / "long.jsonl", tok, words=2, mbs=1, seq=3)  # one word per row: 3 tokens fit
+    with pytest.raises(ValueError, match="--prealign-table .*positive pair"):  # words longer than --seq-length
+        _build(tmp_path / "long.jsonl", tok, words=2, mbs=1, seq=2)

@@ -1,8 +1,10 @@
 """Building Megatron-Core's GPTModel for PreAlign (GPT-2 style by default).
 
 The model is Megatron-Core's own ``GPTModel``; this module only chooses the layer spec
-(TransformerEngine when importable and on CUDA, else the local spec with torch norms) and maps
-a small typed config onto ``TransformerConfig`` under the current parallel state.
+(TransformerEngine, Megatron-LM's default, when importable and on CUDA, else the local spec with
+torch norms, with one log line) and maps a small typed config onto ``TransformerConfig`` under
+the current parallel state. Pre-alignment runs on the same spec as pretraining (it uses plain
+causal attention), so the choice does not depend on the alignment mode.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ class GPTModelConfig:
     """Megatron sequence parallelism (``--sequence-parallel``); needs TP > 1."""
     use_cpu_initialization: bool = True
     """Initialise weights on the CPU with one seed, so TP shards equal slices of TP=1 weights."""
-    transformer_impl: str = "auto"
-    """``transformer_engine``, ``local`` or ``auto`` (TE when importable on CUDA)."""
+    transformer_impl: str = "transformer_engine"
+    """``transformer_engine`` (Megatron-LM's default; falls back to ``local`` with one log line
+    when TransformerEngine is not importable or there is no CUDA), ``local``, or ``auto`` (the
+    same as ``transformer_engine``)."""
 
     def to_dict(self) -> dict:
         """JSON-serialisable form, stored next to checkpoints."""
@@ -87,8 +91,29 @@ def apex_available() -> bool:
     return True
 
 
+def resolve_transformer_impl(requested: str) -> str:
+    """``transformer_engine`` or ``local``: what ``requested`` means on this machine.
+
+    ``transformer_engine`` and ``auto`` fall back to ``local`` when TransformerEngine cannot be
+    used (not importable, or no CUDA); :func:`layer_spec_for` logs which spec it builds and why.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if requested not in ("auto", "local", "transformer_engine"):
+        raise ValueError(f"transformer_impl must be 'auto', 'local' or 'transformer_engine', not {requested!r}")
+    if requested == "local":
+        return "local"
+    return "transformer_engine" if transformer_engine_available() else "local"
+
+
 def make_transformer_config(cfg: GPTModelConfig) -> TransformerConfig:
-    """Map :class:`GPTModelConfig` onto Megatron's ``TransformerConfig`` for this rank."""
+    """Map :class:`GPTModelConfig` onto Megatron's ``TransformerConfig`` for this rank.
+
+    Megatron-LM's kernel fusions are on with the TransformerEngine spec (a CUDA machine) and off
+    on the local fallback, whose CPU path has no fused kernels.
+    """
+    fused = resolve_transformer_impl(cfg.transformer_impl) == "transformer_engine"
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
     dtype = torch.bfloat16 if cfg.bf16 else torch.float32
@@ -108,10 +133,10 @@ def make_transformer_config(cfg: GPTModelConfig) -> TransformerConfig:
         params_dtype=dtype,
         pipeline_dtype=dtype,
         bf16=cfg.bf16,
-        bias_activation_fusion=False,
-        masked_softmax_fusion=False,
+        bias_activation_fusion=fused,
+        masked_softmax_fusion=fused,
         persist_layer_norm=False,
-        bias_dropout_fusion=False,
+        bias_dropout_fusion=fused,
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
     )
@@ -119,17 +144,8 @@ def make_transformer_config(cfg: GPTModelConfig) -> TransformerConfig:
 
 def layer_spec_for(cfg: GPTModelConfig, config: TransformerConfig) -> ModuleSpec | TransformerBlockSubmodules:
     """Choose the transformer layer spec and log which one, once."""
-    impl = cfg.transformer_impl
-    if impl not in ("auto", "local", "transformer_engine"):
-        raise ValueError(f"transformer_impl must be 'auto', 'local' or 'transformer_engine', not {impl!r}")
-    if impl == "auto":
-        impl = "transformer_engine" if transformer_engine_available() else "local"
+    impl = resolve_transformer_impl(cfg.transformer_impl)
     if impl == "transformer_engine":
-        if not transformer_engine_available():
-            raise ValueError(
-                "transformer_impl='transformer_engine' needs TransformerEngine and CUDA; "
-                "use 'auto' or 'local' on this machine"
-            )
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
         logger.info("layer spec: TransformerEngine (fused kernels)")
@@ -137,16 +153,21 @@ def layer_spec_for(cfg: GPTModelConfig, config: TransformerConfig) -> ModuleSpec
 
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
+    why = ""
+    if cfg.transformer_impl != "local":
+        why = f" (transformer_impl {cfg.transformer_impl}: " + (
+            "no CUDA device)" if not torch.cuda.is_available() else "TransformerEngine is not importable)")
+
     spec = get_gpt_layer_local_spec(normalization=cfg.normalization)
     if apex_available():
-        logger.info("layer spec: Megatron-Core local spec with apex fused norms")
+        logger.info("layer spec: Megatron-Core local spec with apex fused norms%s", why)
         return spec
     # Without apex, Megatron's torch norm rejects sequence parallelism; ours supports it.
     from megatron_prealign.model.norm import SequenceParallelTorchNorm
 
     spec.submodules.input_layernorm = SequenceParallelTorchNorm
     spec.submodules.pre_mlp_layernorm = SequenceParallelTorchNorm
-    logger.info("layer spec: Megatron-Core local spec with torch norms (no TransformerEngine/apex)")
+    logger.info("layer spec: Megatron-Core local spec with torch norms, no apex%s", why)
     num_layers = get_num_layers_to_build(config)
     return TransformerBlockSubmodules(layer_specs=[spec] * num_layers, layer_norm=SequenceParallelTorchNorm)
 

@@ -5,14 +5,16 @@ Public API (used by ``megatron_prealign.training`` / ``pretrain_prealign.py``):
 * :class:`PreAlignLossConfig` — temperature, levels, loss weights.
 * :class:`PreAlignForwardStep` — a Megatron ``forward_step_func(data_iterator, model)`` for
   ``get_forward_backward_func()``. The data iterator yields microbatch dicts of two kinds:
-  ``kind == "prealign"`` (from :class:`~megatron_prealign.model.word_batches.WordBatchSampler`)
-  and LM microbatches (``kind == "lm"`` or no ``kind``; Megatron's keys ``tokens``, ``labels``,
-  ``loss_mask``, ``position_ids``, ``attention_mask``). Both have shape ``[mbs, seq]``, so they can
-  alternate in one pipeline schedule. :func:`interleave_microbatches` builds that stream.
+  ``kind == "prealign"`` (from :class:`~megatron_prealign.model.word_batches.WordBatchSampler`:
+  one word per row, ``[num_words, max_word_len]``) and LM microbatches (``kind == "lm"`` or no
+  ``kind``; Megatron's keys ``tokens``, ``labels``, ``loss_mask``, ``position_ids``,
+  ``attention_mask``; ``[mbs, seq]``).
+* :func:`forward_backward_step` — one optimizer step's forward/backward: one schedule call for
+  the LM microbatches and one for the pre-alignment microbatches (each with its own
+  ``seq_length`` / ``micro_batch_size``), gradients accumulating in the DDP buffers.
 * :class:`LevelLossTracker` — per-level alignment losses for logging (reduce across PP/DP).
 * :func:`aligned_cosine_similarity` — mean cosine similarity of aligned words per level (Fig. 5).
-* :func:`resolve_levels`, :func:`level_name`, :func:`word_attention_mask`,
-  :func:`pooled_level_features`, :func:`alignment_level_losses` — the building blocks.
+* :func:`resolve_levels`, :func:`level_name`, :func:`pooled_level_features`, :func:`alignment_level_losses` — the building blocks.
 
 Levels (``--prealign-levels``): 0 = input embedding (token-embedding rows), ``1..L`` = output of
 transformer layer ``l`` (before the final norm), ``L+1`` = output embedding (LM-head rows; with
@@ -21,27 +23,25 @@ over its subwords (Eq. 1). Per level the supervised contrastive loss of
 :mod:`megatron_prealign.model.supcon` (cosine similarity / tau); levels are summed (Eq. 3), or averaged with
 ``level_reduction='mean'`` (the authors' code).
 
-Loss scaling (Eq. 4). With ``M`` microbatches per step of which ``M_a`` are pre-alignment and
-``M_l = M - M_a`` LM microbatches, the step minimises::
+Loss scaling (Eq. 4). With ``M_a`` pre-alignment and ``M_l`` LM microbatches per step, the step
+minimises::
 
     align_weight * mean_{pre-alignment mb} sum_levels SupCon  +  lm_weight * mean_{LM mb} CE
 
 (``sum_levels`` becomes ``mean_levels`` with ``level_reduction='mean'``)
 
-(each microbatch's returned loss is multiplied by ``M / M_a`` resp. ``M / M_l``; Megatron's
-schedule divides by ``M``). ``calculate_per_token_loss`` is not supported.
+A :class:`PreAlignForwardStep` is told the ``M`` passed to its schedule call and ``M_a`` among
+them; each microbatch's returned loss is multiplied by ``M / M_a`` resp. ``M / M_l`` and
+Megatron's schedule divides by ``M`` (:func:`forward_backward_step` runs the kinds in separate
+calls, ``M = M_a`` and ``M = M_l``). ``calculate_per_token_loss`` is not supported.
 
 Parallelism (applied around the model, not inside it):
 
-* Words are packed into sequences with a block-diagonal causal mask and position ids restarting
-  per word, so a microbatch has the LM's ``[mbs, seq]`` shape. The local-spec
-  ``DotProductAttention`` honours an explicit boolean mask (True = masked) even with
-  ``attn_mask_type=causal``, as long as the fused causal softmax kernel is off (it is in
-  :func:`~megatron_prealign.model.gpt.build_gpt_model`). TransformerEngine's attention ignores
-  the mask under a causal mask type; on TE the efficient route is THD packing
-  (``PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu_seqlens_kv=word boundaries)``, with the
-  microbatch flattened to one row, so ``micro_batch_size`` 1 as in Megatron's packed SFT), which
-  is NOT implemented here: a TE model raises.
+* Each word is a row of its own (positions from 0, right padding), run with the model's plain
+  causal attention and no attention mask, so the same layer spec serves pretraining and
+  pre-alignment (TransformerEngine / flash attention / fused softmax included). Under PP every
+  stage builds the same microbatches (deterministic sampler), so all agree on the shape given to
+  the schedule; with sequence parallelism the word length is rounded up to a multiple of TP.
 * Layer outputs are captured with forward hooks on ``decoder.layers[i]`` (``layer_number`` is
   global, 1-based). With sequence parallelism each TP rank pools its sequence shard and the
   partial sums are all-reduced over TP (forward all-reduce, backward identity) — cheaper than
@@ -56,19 +56,20 @@ Parallelism (applied around the model, not inside it):
   uses its own rows as anchors against all gathered rows and scales its sum by
   ``dp_size / global anchor count``, so that Megatron DDP's gradient averaging yields exactly the
   gradient of the loss on the concatenated global batch. The contrastive batch of one
-  pre-alignment microbatch index is therefore ``dp_size * max_words`` words.
+  pre-alignment microbatch index is the words of all DP ranks.
 
-Cost. A pre-alignment microbatch runs the embedding and the decoder like an LM microbatch of the
-same shape but skips the LM head and cross entropy; it adds a ``[b, 1, s, s]`` boolean mask, the
-pooling (``index_add``) and, per level, a ``[W, dp*W]`` similarity matrix (``W`` = word slots of
-this rank); activation memory of the loss is about ``levels * W * dp * W * 12`` bytes.
-``bench/bench_prealign_step.py`` prints the time ratio to an LM microbatch.
+Cost. A pre-alignment microbatch runs the embedding and the decoder on ``[num_words,
+max_word_len]`` tokens but skips the LM head and cross entropy; it adds the pooling (a masked sum
+over each row) and, per level, a ``[W, dp*W]`` similarity matrix over the real words only
+(``W`` = this rank's words; padding rows never reach the loss); activation memory of the loss is
+about ``levels * W * dp * W * 12`` bytes. ``bench/bench_prealign_step.py`` prints the time ratio
+to an LM step of the same token count.
 
 Known simplification: two different source words whose rows happen to have identical token ids
 (a shared translation) are negatives of each other, as in the authors' code.
 
 Not supported (clear errors): context parallelism, full activation recompute (hooks would see
-no-grad outputs), TransformerEngine attention, ``calculate_per_token_loss``.
+no-grad outputs), ``calculate_per_token_loss``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -85,17 +86,17 @@ from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_para
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
 
 from megatron_prealign.model.supcon import supcon_terms
+from megatron_prealign.model.word_batches import pad_word_batch
 from megatron_prealign.platform import device as platform_device
 
 __all__ = [
     "PreAlignLossConfig",
     "PreAlignForwardStep",
     "LevelLossTracker",
-    "interleave_microbatches",
+    "forward_backward_step",
     "aligned_cosine_similarity",
     "resolve_levels",
     "level_name",
-    "word_attention_mask",
     "pooled_level_features",
     "alignment_level_losses",
     "unwrap_model",
@@ -177,19 +178,7 @@ def stage_levels(gpt: torch.nn.Module, levels: Sequence[int]) -> Tuple[int, ...]
     return tuple(x for x in levels if x in here)
 
 
-# ----------------------------------------------------------------------------------- masks / checks
-
-
-def word_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """Block-diagonal causal mask ``[b, 1, s, s]`` (True = masked) from ``segment_ids [b, s]``.
-
-    A token attends to the earlier tokens of its own segment only; padding (-1) attends to
-    earlier padding of its row (its output is never used).
-    """
-    s = segment_ids.shape[1]
-    same = segment_ids.unsqueeze(2) == segment_ids.unsqueeze(1)
-    causal = torch.ones(s, s, dtype=torch.bool, device=segment_ids.device).tril_()
-    return ~(same & causal).unsqueeze(1)
+# ----------------------------------------------------------------------------------- checks
 
 
 def check_model_supported(gpt: torch.nn.Module) -> None:
@@ -206,49 +195,25 @@ def check_model_supported(gpt: torch.nn.Module) -> None:
         )
     if getattr(cfg, "calculate_per_token_loss", False):
         raise NotImplementedError("pre-alignment does not support calculate_per_token_loss")
-    for layer in gpt.decoder.layers:
-        core = getattr(getattr(layer, "self_attention", None), "core_attention", None)
-        name = type(core).__name__
-        if name != "DotProductAttention":
-            raise NotImplementedError(
-                f"pre-alignment packs words with a block-diagonal attention mask, which {name} "
-                "ignores under a causal mask type; build the model with transformer_impl='local' "
-                "(THD packing for TransformerEngine is not implemented)"
-            )
-        softmax = core.scale_mask_softmax
-        if softmax.scaled_masked_softmax_fusion and softmax.input_in_float16:
-            raise NotImplementedError(
-                "the fused causal softmax kernel ignores the pre-alignment mask; set masked_softmax_fusion=False"
-            )
     gpt._prealign_supported = True
 
 
 # ----------------------------------------------------------------------------------- pooling
 
 
-def _segment_sum(values: torch.Tensor, segments: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """``out[k] = sum of values[i] with segments[i] == k`` (float32); segment -1 is dropped.
-
-    Padding goes to a spare last row instead of being masked out: no boolean gather, so the
-    backward is a plain ``index_select`` of the output gradient.
-    """
-    index = torch.where(segments >= 0, segments, num_segments)
-    out = values.new_zeros((num_segments + 1, values.shape[-1]), dtype=torch.float32)
-    return out.index_add(0, index, values.float())[:num_segments]
+def _row_sums(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``out[b] = sum_s weights[s, b] * values[s, b]`` in float32 (``values [s, b, h]``)."""
+    return torch.einsum("sb,sbh->bh", weights, values.float())
 
 
-def _vocab_shard_segment_sum(
-    weight: torch.Tensor, vocab_start: int, token_ids: torch.Tensor, segments: torch.Tensor, num_segments: int
-) -> torch.Tensor:
-    """Per-segment sums of the rows of a vocab-parallel ``weight`` shard (partial over TP)."""
-    keep = segments >= 0
-    ids, segs = token_ids[keep], segments[keep]
-    local = ids - vocab_start
-    inside = (local >= 0) & (local < weight.shape[0])
-    rows = torch.nn.functional.embedding(local.clamp(0, weight.shape[0] - 1), weight)
-    rows = rows * inside.unsqueeze(1).to(rows.dtype)
-    out = rows.new_zeros((num_segments, weight.shape[1]), dtype=torch.float32)
-    return out.index_add(0, segs, rows.float())
+def _vocab_shard_row_sums(weight: torch.Tensor, vocab_start: int, token_ids: torch.Tensor, valid: torch.Tensor
+                          ) -> torch.Tensor:
+    """Per-row sums of the rows of a vocab-parallel ``weight`` shard at ``token_ids [b, s]``
+    where ``valid [b, s]`` (partial over TP: ids outside this shard contribute zero)."""
+    local = token_ids - vocab_start
+    inside = (local >= 0) & (local < weight.shape[0]) & valid
+    rows = torch.nn.functional.embedding(local.clamp(0, weight.shape[0] - 1), weight)  # [b, s, h]
+    return _row_sums(rows.transpose(0, 1), inside.t().to(torch.float32))
 
 
 @contextlib.contextmanager
@@ -287,73 +252,142 @@ def _output_embedding_weight(gpt: torch.nn.Module) -> torch.Tensor:
     return gpt.output_layer.weight
 
 
+MAX_LENGTH_BUCKETS = 8
+"""At most this many model calls per pre-alignment microbatch on a single-stage model."""
+
+
+def _length_buckets(lengths: torch.Tensor, length: int, multiple: int) -> List[Tuple[torch.Tensor, int]]:
+    """Rows grouped by word length: ``[(row indices, padded length)]``, longest group last.
+
+    One group per distinct length (rounded up to ``multiple``, the TP size under sequence
+    parallelism), the longest ones merged so that there are at most :data:`MAX_LENGTH_BUCKETS`.
+    Padding rows (length 0) join the shortest group.
+    """
+    lengths = lengths.cpu().clamp(min=1)
+    rounded = (lengths + multiple - 1) // multiple * multiple
+    distinct = torch.unique(rounded).tolist()
+    if len(distinct) > MAX_LENGTH_BUCKETS:
+        distinct = distinct[: MAX_LENGTH_BUCKETS - 1] + [distinct[-1]]
+    out = []
+    lower = 0
+    for width in distinct:
+        rows = ((rounded > lower) & (rounded <= width)).nonzero(as_tuple=True)[0]
+        if rows.numel():
+            out.append((rows, min(int(width), length)))
+        lower = width
+    return out
+
+
+def _run_and_pool_layers(
+    model: torch.nn.Module, gpt: torch.nn.Module, tokens: torch.Tensor, valid: torch.Tensor,
+    layer_levels: Sequence[int], need_output: bool,
+) -> Tuple[Dict[int, torch.Tensor], Optional[torch.Tensor], bool]:
+    """Run the model on ``tokens [b, s]`` and sum each row's valid positions at ``layer_levels``.
+
+    Returns ``({level: [b, h] float32 sums}, output, partial)``; ``partial`` when the sums are
+    per-TP-rank shares of the sequence (sequence parallelism), to be all-reduced over TP.
+    """
+    num_rows, length = tokens.shape
+    positions = torch.arange(length, device=tokens.device).expand(num_rows, length)
+    with _capture_layer_outputs(gpt, layer_levels) as store, _without_lm_head(gpt):
+        output = model(input_ids=tokens, position_ids=positions, attention_mask=None)
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    tp_size = parallel_state.get_tensor_model_parallel_world_size()
+    partial = bool(gpt.config.sequence_parallel and tp_size > 1)
+    weights_sb = valid.t().to(torch.float32)  # hidden states are [s, b, h]
+    sums: Dict[int, torch.Tensor] = {}
+    for level in layer_levels:
+        hidden = store.get(level)
+        if hidden is None:
+            raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
+        if torch.is_grad_enabled() and not hidden.requires_grad and gpt.training:
+            raise RuntimeError(f"prealign: layer {level} output carries no gradient (activation recompute?)")
+        local_s = hidden.shape[0]
+        # With sequence parallelism each TP rank holds a slice of the sequence.
+        weights = weights_sb[tp_rank * local_s : (tp_rank + 1) * local_s] if partial else weights_sb
+        sums[level] = _row_sums(hidden, weights)
+    return sums, output, partial
+
+
 def pooled_level_features(
     model: torch.nn.Module, batch: Dict[str, object], levels: Sequence[int], need_output: bool = True
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Run ``model`` on a packed pre-alignment microbatch; mean-pool each word at ``levels``.
+    """Run ``model`` on a pre-alignment microbatch (one word per row); mean-pool each row's word.
 
     ``levels`` must all be held by this stage (see :func:`stage_levels`). Under PP, the schedule
     has set the stage's input tensor. With ``need_output=False`` and only embedding levels, the
-    model is not run at all (``output`` is ``None``).
+    model is not run at all (``output`` is ``None``). The model runs with its own causal mask
+    (no attention mask is passed) and positions ``0..L-1`` in every row.
+
+    On a single-stage model (no PP) the rows are run in groups of equal word length
+    (:func:`_length_buckets`), so right padding costs nothing; a word's result does not depend on
+    its group (causal attention, positions from 0). Under PP the microbatch runs at the shape the
+    schedule communicates, padded.
 
     Returns:
-        ``(features [len(levels), max_words, hidden] float32, identical on all TP ranks; empty
-        slots are zero, output)`` where ``output`` is the model's output (the decoder output on
-        the last stage: the LM head is skipped).
+        ``(features [len(levels), num_rows, hidden] float32, identical on all TP ranks; padding
+        rows are zero, output)`` where ``output`` is the model's output (the decoder output on
+        the last stage: the LM head is skipped; a zero-weighted scalar over the groups' outputs
+        when the rows ran in groups).
     """
     gpt = unwrap_model(model)
     check_model_supported(gpt)
     dev = platform_device()
     tokens = batch["tokens"].to(dev)
-    segments = batch["segment_ids"].to(dev)
-    positions = batch["position_ids"].to(dev)
-    num_words = batch["word_labels"].shape[0]
+    lengths = batch["lengths"].to(dev)
+    tp_size = parallel_state.get_tensor_model_parallel_world_size()
+    multiple = tp_size if gpt.config.sequence_parallel and tp_size > 1 else 1
+    if tokens.shape[1] % multiple:  # sequence parallelism splits the sequence over TP ranks
+        tokens = torch.nn.functional.pad(tokens, (0, multiple - tokens.shape[1] % multiple))
+    num_rows, length = tokens.shape
     num_layers = gpt.config.num_layers
-    mask = word_attention_mask(segments)
+    valid = torch.arange(length, device=dev).unsqueeze(0) < lengths.unsqueeze(1)  # [b, s]
     layer_levels = [x for x in levels if 1 <= x <= num_layers]
     output = None
-    store: Dict[int, torch.Tensor] = {}
+    layer_sums: Dict[int, torch.Tensor] = {}
+    partial = False
     if layer_levels or need_output:
-        with _capture_layer_outputs(gpt, layer_levels) as store, _without_lm_head(gpt):
-            output = model(input_ids=tokens, position_ids=positions, attention_mask=mask)
+        buckets = _length_buckets(batch["lengths"], length, multiple) if gpt.pre_process and gpt.post_process else []
+        if len(buckets) <= 1:
+            layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels, need_output)
+        else:
+            parts, outputs = [], []
+            for rows, width in buckets:
+                rows = rows.to(dev)
+                sums, out, partial = _run_and_pool_layers(
+                    model, gpt, tokens.index_select(0, rows)[:, :width], valid.index_select(0, rows)[:, :width],
+                    layer_levels, need_output)
+                parts.append(sums)
+                outputs.append(out.float().sum() * 0.0)
+            order = torch.cat([rows for rows, _ in buckets]).to(dev)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=dev)
+            layer_sums = {x: torch.cat([p[x] for p in parts]).index_select(0, inverse) for x in layer_levels}
+            output = torch.stack(outputs).sum()
 
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
-    tp_size = parallel_state.get_tensor_model_parallel_world_size()
-    seg_sb = segments.t()  # hidden states are [s, b, h]
     partial_sums: Dict[int, torch.Tensor] = {}  # summed over TP below
     full_sums: Dict[int, torch.Tensor] = {}
     for level in levels:
         if level == 0:
             emb = gpt.embedding.word_embeddings
-            partial_sums[level] = _vocab_shard_segment_sum(
-                emb.weight, emb.vocab_start_index, tokens, segments, num_words
-            )
+            partial_sums[level] = _vocab_shard_row_sums(emb.weight, emb.vocab_start_index, tokens, valid)
         elif level == num_layers + 1:
             weight = _output_embedding_weight(gpt)
-            partial_sums[level] = _vocab_shard_segment_sum(
-                weight, tp_rank * weight.shape[0], tokens, segments, num_words
-            )
+            partial_sums[level] = _vocab_shard_row_sums(weight, tp_rank * weight.shape[0], tokens, valid)
+        elif level not in layer_sums:
+            raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
         else:
-            hidden = store.get(level)
-            if hidden is None:
-                raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
-            if torch.is_grad_enabled() and not hidden.requires_grad and gpt.training:
-                raise RuntimeError(f"prealign: layer {level} output carries no gradient (activation recompute?)")
-            local_s = hidden.shape[0]
-            if gpt.config.sequence_parallel and tp_size > 1:
-                seg_local = seg_sb[tp_rank * local_s : (tp_rank + 1) * local_s]
-                partial_sums[level] = _segment_sum(hidden.reshape(-1, hidden.shape[-1]), seg_local.reshape(-1), num_words)
-            else:
-                full_sums[level] = _segment_sum(hidden.reshape(-1, hidden.shape[-1]), seg_sb.reshape(-1), num_words)
+            (partial_sums if partial else full_sums)[level] = layer_sums[level]
     if partial_sums:
         keys = list(partial_sums)
         reduced = reduce_from_tensor_model_parallel_region(
             torch.stack([partial_sums[k] for k in keys]), group=parallel_state.get_tensor_model_parallel_group()
         )
         full_sums.update(zip(keys, reduced.unbind(0)))
-    counts = torch.bincount(segments[segments >= 0], minlength=num_words).clamp(min=1).to(torch.float32)
     if not levels:
-        return torch.zeros(0, num_words, gpt.config.hidden_size, device=dev), output
+        return torch.zeros(0, num_rows, gpt.config.hidden_size, device=dev), output
+    counts = lengths.clamp(min=1).to(torch.float32)
     features = torch.stack([full_sums[x] for x in levels]) / counts.unsqueeze(1)
     return features, output
 
@@ -387,9 +421,12 @@ def alignment_level_losses(
 ) -> torch.Tensor:
     """Per-level SupCon over the global (DP-concatenated) batch, as this rank's share.
 
+    Only real words take part: rows labelled -1 (padding rows, and the rows that pad the DP
+    gather to equal sizes) are dropped before the similarity matrices are built.
+
     Args:
         features: ``[n_levels, W, h]`` pooled word features of this rank.
-        labels: ``[W]`` source-word ids (-1 = empty slot).
+        labels: ``[W]`` source-word ids (-1 = padding row).
         temperature: ``tau``.
         dp_group: data-parallel group (default: Megatron's); ``None`` with no process group
             initialised means a single replica.
@@ -402,6 +439,9 @@ def alignment_level_losses(
         ValueError: if the global batch holds no positive pair.
     """
     labels = labels.to(features.device)
+    real = (labels >= 0).nonzero(as_tuple=True)[0]
+    if real.numel() != labels.numel():
+        features, labels = features.index_select(1, real), labels.index_select(0, real)
     if dp_group is None and dist.is_initialized() and parallel_state.model_parallel_is_initialized():
         dp_group = parallel_state.get_data_parallel_group()
     dp_size = dist.get_world_size(group=dp_group) if dp_group is not None else 1
@@ -409,17 +449,22 @@ def alignment_level_losses(
         dp_rank = dist.get_rank(group=dp_group)
         sizes = [torch.zeros(1, dtype=torch.int64, device=features.device) for _ in range(dp_size)]
         dist.all_gather(sizes, torch.tensor([labels.shape[0]], device=features.device), group=dp_group)
-        width = int(max(s.item() for s in sizes))
+        sizes = [int(x.item()) for x in sizes]
+        width = max(sizes)
         pad = width - labels.shape[0]
         if pad:
             features = torch.nn.functional.pad(features, (0, 0, 0, pad))
             labels = torch.nn.functional.pad(labels, (0, pad), value=-1)
-        candidates = _GatherWithGrad.apply(features, dp_group)  # [dp, n, W, h]
+        candidates = _GatherWithGrad.apply(features, dp_group)  # [dp, n, width, h]
         candidates = candidates.permute(1, 0, 2, 3).reshape(features.shape[0], dp_size * width, -1)
         all_labels = [torch.empty_like(labels) for _ in range(dp_size)]
         dist.all_gather(all_labels, labels, group=dp_group)
         candidate_labels = torch.cat(all_labels)
-        anchor_index = torch.arange(width, device=features.device) + dp_rank * width
+        if pad or any(n != width for n in sizes):  # drop the gather padding: no empty slot in the loss
+            keep = torch.cat([torch.arange(n, device=features.device) + r * width for r, n in enumerate(sizes)])
+            candidates, candidate_labels = candidates.index_select(1, keep), candidate_labels.index_select(0, keep)
+            features, labels = features[:, : sizes[dp_rank]], labels[: sizes[dp_rank]]
+        anchor_index = torch.arange(sizes[dp_rank], device=features.device) + sum(sizes[:dp_rank])
     else:
         candidates, candidate_labels = features, labels
         anchor_index = torch.arange(labels.shape[0], device=features.device)
@@ -607,33 +652,109 @@ def _lm_loss_func(loss_mask: torch.Tensor, scale: float, output_tensor: torch.Te
     return total * scale, num_tokens, {"lm loss": report}
 
 
-def interleave_microbatches(
-    align_batches: Iterator[Dict[str, object]],
-    lm_batches: Optional[Iterator[Dict[str, object]]],
-    num_align: int,
-    num_lm: int,
-) -> Iterator[Dict[str, object]]:
-    """The microbatch stream of steps with ``num_align`` pre-alignment and ``num_lm`` LM microbatches.
+def _align_call_shape(batches: Sequence[Dict[str, object]], config) -> Tuple[int, int]:
+    """``(rows, length)`` one schedule call of ``batches`` needs (PP p2p: one shape per call)."""
+    rows = max(int(b["tokens"].shape[0]) for b in batches)
+    length = max(int(b["tokens"].shape[1]) for b in batches)
+    tp = parallel_state.get_tensor_model_parallel_world_size()
+    if getattr(config, "sequence_parallel", False) and tp > 1:
+        length = -(-length // tp) * tp  # the sequence is split over TP ranks
+    return rows, length
 
-    Within a step the two kinds are spread evenly (L A L A ... for equal counts, L L A for
-    one pre-alignment and two LM microbatches); every PP stage must build the same stream. LM
-    batches get ``kind = "lm"``.
+
+@contextlib.contextmanager
+def _deferred_grad_sync(config, defer: bool):
+    """Run one of several schedule calls of a step without starting the gradient reduction.
+
+    The schedule enters ``config.no_sync_func`` for all but its last microbatch, leaves it for
+    the last (so DDP's overlapped reduce fires) and calls ``config.finalize_model_grads_func``.
+    For every call but the step's last we hold DDP's ``no_sync`` over the whole call and hide
+    both hooks, so that gradients of all calls accumulate in the buffers and are reduced once.
     """
-    total = num_align + num_lm
-    if num_align < 0 or num_lm < 0 or total == 0:
-        raise ValueError(f"interleave_microbatches: bad counts {num_align}, {num_lm}")
-    if num_lm and lm_batches is None:
-        raise ValueError("interleave_microbatches: num_lm > 0 needs lm_batches")
-    # Bresenham-style spread: microbatch i is pre-alignment when floor((i+1)a/t) > floor(i a/t).
-    pattern = [((i + 1) * num_align) // total > (i * num_align) // total for i in range(total)]
-    while True:
-        for is_align in pattern:
-            if is_align:
-                yield next(align_batches)
-            else:
-                batch = dict(next(lm_batches))
-                batch.setdefault("kind", "lm")
-                yield batch
+    if not defer:
+        yield
+        return
+    saved = (config.no_sync_func, config.finalize_model_grads_func, config.grad_sync_func)
+    funcs = saved[0] if isinstance(saved[0], list) else ([saved[0]] if saved[0] is not None else [])
+    config.no_sync_func, config.finalize_model_grads_func, config.grad_sync_func = None, None, None
+    try:
+        with contextlib.ExitStack() as stack:
+            for func in funcs:
+                stack.enter_context(func())
+            yield
+    finally:
+        config.no_sync_func, config.finalize_model_grads_func, config.grad_sync_func = saved
+
+
+def forward_backward_step(
+    model: List[torch.nn.Module],
+    loss_config: PreAlignLossConfig,
+    lm_batches: Optional[Iterator[Dict[str, object]]],
+    num_lm_microbatches: int,
+    seq_length: int,
+    micro_batch_size: int,
+    align_batches: Sequence[Dict[str, object]] = (),
+    tracker: Optional[LevelLossTracker] = None,
+    forward_only: bool = False,
+) -> List[Dict[str, torch.Tensor]]:
+    """Forward (and backward) of one step's LM and pre-alignment microbatches (paper Eq. 4).
+
+    One ``get_forward_backward_func()`` call for the pre-alignment microbatches, given their own
+    shape (``micro_batch_size`` = words, ``seq_length`` = longest word; shorter microbatches are
+    padded to it), then one for the LM microbatches (``seq_length`` x ``micro_batch_size``).
+    Gradients of both accumulate in the DDP buffers; the gradient reduction (DDP ``no_sync``,
+    ``config.finalize_model_grads_func`` when set) happens once, in the last call. Every rank of
+    a pipeline must pass the same ``align_batches`` (the sampler is deterministic).
+
+    Args:
+        model: this rank's model chunks (one chunk: virtual pipelines are not supported).
+        loss_config: temperature, levels and the two weights.
+        lm_batches: LM microbatches (``None`` when ``num_lm_microbatches`` is 0).
+        num_lm_microbatches: LM microbatches of the step ``M_l``.
+        seq_length: LM sequence length.
+        micro_batch_size: LM micro batch size.
+        align_batches: the step's pre-alignment microbatches (``M_a`` of them).
+        tracker: per-level loss log (default: none kept).
+        forward_only: no backward (evaluation).
+
+    Returns:
+        The loss reports of all microbatches (last pipeline stage; empty elsewhere).
+    """
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+    from megatron.core.utils import get_model_config
+
+    num_align = len(align_batches)
+    if num_align + num_lm_microbatches == 0:
+        raise ValueError("forward_backward_step: no microbatch")
+    if num_lm_microbatches and lm_batches is None:
+        raise ValueError("forward_backward_step: num_lm_microbatches > 0 needs lm_batches")
+    config = get_model_config(model[0])
+    if tracker is None:
+        num_layers = unwrap_model(model[0]).config.num_layers
+        tracker = LevelLossTracker(num_layers, resolve_levels(loss_config.levels, num_layers))
+    calls = []
+    if num_align:
+        rows, length = _align_call_shape(align_batches, config)
+        padded = [pad_word_batch(b, rows, length) for b in align_batches]
+        calls.append((PreAlignForwardStep(loss_config, num_align, num_align, tracker), iter(padded), num_align,
+                      length, rows))
+    if num_lm_microbatches:
+        calls.append((PreAlignForwardStep(loss_config, num_lm_microbatches, 0, tracker), lm_batches,
+                      num_lm_microbatches, seq_length, micro_batch_size))
+    reports: List[Dict[str, torch.Tensor]] = []
+    for i, (step, data, count, seq, mbs) in enumerate(calls):
+        with _deferred_grad_sync(config, defer=not forward_only and i < len(calls) - 1):
+            out = get_forward_backward_func()(
+                forward_step_func=step,
+                data_iterator=data,
+                model=model,
+                num_microbatches=count,
+                seq_length=seq,
+                micro_batch_size=mbs,
+                forward_only=forward_only,
+            )
+        reports.extend(out or [])
+    return reports
 
 
 # ----------------------------------------------------------------------------------- evaluation
@@ -646,7 +767,7 @@ def aligned_cosine_similarity(
     """Mean cosine similarity of aligned word pairs per level (paper Fig. 5), this rank's batch.
 
     Pairs are all ordered pairs of distinct words with the same source word in ``batch`` (a
-    packed pre-alignment microbatch). Only the levels held by this PP stage are reported; with
+    pre-alignment microbatch). Only the levels held by this PP stage are reported; with
     PP > 1, layer levels need the stage's input tensor (run it inside a schedule, or at PP = 1 as
     the evaluation does), embedding levels do not run the model at all.
     Also reports ``"{level}/unaligned"``: the mean over pairs of different source words, a

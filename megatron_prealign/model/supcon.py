@@ -12,7 +12,8 @@ with ``s`` the cosine similarity (features L2-normalised in float32; the paper's
 cosine similarity function"), ``A(i)`` every other valid row (the self pair is excluded from
 the numerator and the denominator), ``P(i)`` the rows of ``A(i)`` with ``i``'s label. The loss is
 the mean of ``l_i`` over anchors that have a positive. Rows with a negative label are padding and
-take no part. The maximum over the candidate axis is subtracted (detached) before ``exp``.
+take no part. Computed as ``logsumexp_a(s_ia - mean_p s_ip) / tau`` (one similarity matrix, no
+``[A, C]`` masks; the positive term comes from per-label sums of the candidates).
 
 Differences from the authors' released code (Saltychtao/PreAlign, ``ContrastiveMultiMetric``),
 which we do not follow because they contradict Eq. 2 / SupCon: there the self logit is zeroed
@@ -28,6 +29,36 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["supcon_loss", "supcon_terms"]
+
+
+class _MaskedLogSumExpOfProducts(torch.autograd.Function):
+    """``logsumexp_j ((a @ c^T)[..., i, j] - shift[..., i])`` with the pairs ``(rows[k], cols[k])`` left out.
+
+    Shifting by the anchor's mean positive logit makes the result the per-anchor loss itself, so
+    it stays exact for large logits (small tau) instead of a difference of two large numbers.
+
+    The same value as ``torch.logsumexp`` on the masked product, at a fraction of its cost: the
+    ``[..., K, C]`` matrix is built once and exponentiated in place, and the backward reuses it
+    (softmax = stored exp / row sum) instead of recomputing ``exp(x - lse)``.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, c: torch.Tensor, shift: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+                ) -> torch.Tensor:
+        e = torch.matmul(a, c.transpose(-1, -2))
+        e.sub_(shift.unsqueeze(-1))
+        e[..., rows, cols] = float("-inf")
+        row_max = e.amax(dim=-1, keepdim=True)
+        e.sub_(row_max).exp_()  # <= 1; the row maximum gives 1, so the sum is >= 1
+        total = e.sum(dim=-1, keepdim=True)
+        ctx.save_for_backward(a, c, e, total)
+        return (total.log() + row_max).squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        a, c, e, total = ctx.saved_tensors
+        p = e.mul_(grad.unsqueeze(-1) / total)  # softmax x grad; e is not needed again
+        return torch.matmul(p, c), torch.matmul(p.transpose(-1, -2), a), -grad, None, None
 
 
 def supcon_terms(
@@ -68,27 +99,37 @@ def supcon_terms(
     if candidate_labels.shape != (num_cand,):
         raise ValueError(f"supcon: candidate labels must be [{num_cand}], got {tuple(candidate_labels.shape)}")
 
+    # Positive counts from per-label counts, not an [A, C] mask: the cost stays one matmul and
+    # one logsumexp over the [A, C] logits (the step's dominant term for large word batches).
+    device = candidate_labels.device
     cand_valid = candidate_labels >= 0
-    cols = torch.arange(num_cand, device=candidate_labels.device)
-    not_self = cols.unsqueeze(0) != anchor_index.unsqueeze(1)  # [A, C]
-    cand_mask = cand_valid.unsqueeze(0) & not_self
-    pos_mask = cand_mask & (anchor_labels.unsqueeze(1) == candidate_labels.unsqueeze(0))
-    pos_mask &= (anchor_labels >= 0).unsqueeze(1)
-    num_pos = pos_mask.sum(dim=1)
+    _, inverse = torch.unique(torch.cat([candidate_labels, anchor_labels]), return_inverse=True)
+    cand_ids, anchor_ids = inverse[:num_cand], inverse[num_cand:]
+    label_counts = torch.zeros(int(inverse.max()) + 1, dtype=torch.int64, device=device)
+    label_counts.index_add_(0, cand_ids[cand_valid], torch.ones_like(cand_ids[cand_valid]))
+    has_self = anchor_index >= 0
+    self_col = anchor_index.clamp(min=0)
+    self_same = has_self & cand_valid[self_col] & (candidate_labels[self_col] == anchor_labels)
+    num_pos = torch.where(anchor_labels >= 0, label_counts[anchor_ids] - self_same.long(), 0)
     keep = (num_pos > 0).nonzero(as_tuple=True)[0]
     num_anchors = keep.numel()
     if num_anchors == 0:
         return anchors.float().sum(dim=(-1, -2)) * 0.0, torch.tensor(0, dtype=torch.int64)
 
-    a = F.normalize(anchors.float().index_select(-2, keep), dim=-1)
-    c = F.normalize(candidates.float(), dim=-1)
-    logits = torch.matmul(a, c.transpose(-1, -2)) / temperature  # [..., K, C]
-    cand_mask, pos_mask, num_pos = cand_mask[keep], pos_mask[keep], num_pos[keep]
-    logits = logits.masked_fill(~cand_mask, float("-inf"))
-    logits = logits - logits.amax(dim=-1, keepdim=True).detach()
-    log_denominator = torch.logsumexp(logits, dim=-1, keepdim=True)
-    log_prob = (logits - log_denominator).masked_fill(~pos_mask, 0.0)
-    per_anchor = -log_prob.sum(dim=-1) / num_pos.to(log_prob.dtype)
+    valid_cols = cand_valid.nonzero(as_tuple=True)[0]
+    a = F.normalize(anchors.float().index_select(-2, keep), dim=-1) / temperature
+    c = F.normalize(candidates.float().index_select(-2, valid_cols), dim=-1)
+    # Mean positive logit = a_i . (sum of its label's candidates - itself) / |P(i)|.
+    new_col = torch.cumsum(cand_valid.long(), 0) - 1
+    self_keep = self_same[keep]
+    label_sums = c.new_zeros(c.shape[:-2] + (label_counts.numel(), c.shape[-1]))
+    label_sums = label_sums.index_add(-2, cand_ids[valid_cols], c)
+    pos_sum = label_sums.index_select(-2, anchor_ids[keep])
+    self_feature = c.index_select(-2, new_col[self_col[keep]].clamp(min=0)) * self_keep.unsqueeze(1).to(c.dtype)
+    mean_pos_logit = (a * (pos_sum - self_feature)).sum(-1) / num_pos[keep].to(a.dtype)
+    rows = self_keep.nonzero(as_tuple=True)[0]
+    # l_i = logsumexp_{a in A(i)} s_ia - mean_p s_ip = logsumexp_a (s_ia - mean_p s_ip)
+    per_anchor = _MaskedLogSumExpOfProducts.apply(a, c, mean_pos_logit, rows, new_col[self_col[keep][rows]])
     return per_anchor.sum(dim=-1), torch.tensor(num_anchors, dtype=torch.int64)
 
 

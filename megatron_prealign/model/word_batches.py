@@ -1,31 +1,28 @@
-"""Pre-alignment microbatches: aligned words from an alignment table, packed into sequences.
+"""Pre-alignment microbatches: aligned words from an alignment table, one word per row.
 
-A pre-alignment microbatch has exactly the shape of an LM microbatch, ``[micro_batch_size,
-seq_length]``, so Megatron's pipeline p2p shapes stay fixed and the two kinds can alternate in
-one schedule. Each word (a source word or one of its translations, as the token ids stored in the
-table: word-initial form, encoded alone) occupies a contiguous segment of a row; position ids
-restart at 0 in every segment and the model attends only within a segment (block-diagonal causal
-mask, built from ``segment_ids`` by :func:`megatron_prealign.model.prealign.word_attention_mask`),
-so every word is encoded as if it were alone, without padding waste.
+Each aligned word (a source word or one of its translations, as the token ids stored in the
+table: word-initial form) is encoded alone (paper §3.1), so a pre-alignment microbatch is a
+batch of short sequences of its own: ``[num_words, max_word_len]`` token ids, one word per row
+from position 0, padded on the right. It runs through the same model, layer spec and attention
+as pretraining (plain causal attention, no custom mask): under a causal mask, right padding never
+changes the earlier (real) tokens, and pooling ignores it. Megatron's schedule is given this
+shape as its ``micro_batch_size`` / ``seq_length`` (``prealign.forward_backward_step``).
 
-Batch format (a dict, what the data iterator yields; every PP stage reads its own copy):
+Batch format (a dict, what the data iterator yields; every PP stage builds its own copy, and
+since the sampler is deterministic the copies, and so the shapes, agree):
 
 * ``kind``: ``"prealign"``.
-* ``tokens`` ``[b, s]`` int64: word token ids, ``pad_id`` after the last word of a row.
-* ``position_ids`` ``[b, s]`` int64: 0, 1, ... within each word.
-* ``segment_ids`` ``[b, s]`` int64: the word slot (row of ``word_labels``) of each token; -1
-  for padding.
-* ``word_labels`` ``[max_words]`` int64: per word slot, the id of its source word (the table
-  entry index); words with equal labels are positives; -1 = empty slot.
-* ``num_skipped_words``: words drawn but not packed (they did not fit), for logging.
+* ``tokens`` ``[n, L]`` int64: word ``i``'s token ids in row ``i``, ``pad_id`` after them.
+* ``lengths`` ``[n]`` int64: subwords of each row's word; 0 for a padding row.
+* ``word_labels`` ``[n]`` int64: per row, the id of its source word (the table entry index);
+  rows with equal labels are positives; -1 = padding row (never reaches the loss).
 
 :class:`WordBatchSampler` draws ``words_per_microbatch`` source words per microbatch from an
-``AlignmentTable`` (contract in docs/interfaces.md) and packs each with up to
-``max_translations_per_word`` of its translations. Draws are without replacement within an
-epoch over the table (one shuffled order per epoch) and depend only on ``(seed, microbatch
-index, dp rank)``: the global batch of microbatch ``i`` is the slice ``[(i*dp + r)*K, ...)`` of
-the epoch order, so DP ranks never draw the same word in one step and a restart at any index
-reproduces the stream.
+``AlignmentTable`` (contract in docs/interfaces.md) and adds up to ``max_translations_per_word``
+of each one's translations. Draws are without replacement within an epoch over the table (one
+shuffled order per epoch) and depend only on ``(seed, microbatch index, dp rank)``: the global
+batch of microbatch ``i`` is the slice ``[(i*dp + r)*K, ...)`` of the epoch order, so DP ranks
+never draw the same word in one step and a restart at any index reproduces the stream.
 """
 
 from __future__ import annotations
@@ -36,80 +33,89 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["WordBatchConfig", "WordBatchSampler", "pack_words"]
+__all__ = ["WordBatchConfig", "WordBatchSampler", "word_rows", "pad_word_batch"]
 
 
-def pack_words(
+def word_rows(
     words: Sequence[Sequence[int]],
     labels: Sequence[int],
-    micro_batch_size: int,
-    seq_length: int,
-    max_words: Optional[int] = None,
+    num_rows: Optional[int] = None,
+    length: Optional[int] = None,
     pad_id: int = 0,
 ) -> Dict[str, object]:
-    """Pack words into ``[micro_batch_size, seq_length]`` rows (first fit, in order).
+    """One word per row, right-padded: the pre-alignment microbatch of ``words``.
 
     Args:
         words: token ids of each word (non-empty).
         labels: source-word id of each word (>= 0).
-        micro_batch_size: rows.
-        seq_length: tokens per row.
-        max_words: word slots in ``word_labels`` (fixed size; default ``len(words)``).
-        pad_id: token id written after the last word of a row.
+        num_rows: rows of the batch (default ``len(words)``); extra rows are padding.
+        length: tokens per row (default: the longest word).
+        pad_id: token id written after each word.
 
     Returns:
-        The batch dict described in the module docstring. Words that do not fit (or beyond
-        ``max_words``) are skipped and counted in ``num_skipped_words``.
+        The batch dict described in the module docstring.
+
+    Raises:
+        ValueError: mismatched lengths, an empty word, a negative label, or words that do not fit
+            ``num_rows`` x ``length``.
     """
     if len(words) != len(labels):
-        raise ValueError(f"pack_words: {len(words)} words but {len(labels)} labels")
-    if micro_batch_size < 1 or seq_length < 1:
-        raise ValueError(f"pack_words: micro_batch_size and seq_length must be >= 1, got {micro_batch_size}, {seq_length}")
-    max_words = len(words) if max_words is None else max_words
-    tokens = np.full((micro_batch_size, seq_length), pad_id, dtype=np.int64)
-    positions = np.zeros((micro_batch_size, seq_length), dtype=np.int64)
-    segments = np.full((micro_batch_size, seq_length), -1, dtype=np.int64)
-    word_labels = np.full((max_words,), -1, dtype=np.int64)
-    fill = [0] * micro_batch_size
-    slot = 0
-    skipped = 0
-    for ids, label in zip(words, labels):
-        n = len(ids)
-        if n == 0:
-            raise ValueError(f"pack_words: word with label {label} has no tokens")
+        raise ValueError(f"word_rows: {len(words)} words but {len(labels)} labels")
+    if not words:
+        raise ValueError("word_rows: no words")
+    longest = max(len(ids) for ids in words)
+    num_rows = len(words) if num_rows is None else num_rows
+    length = longest if length is None else length
+    if num_rows < len(words) or length < longest:
+        raise ValueError(f"word_rows: {len(words)} words of up to {longest} tokens do not fit {num_rows}x{length}")
+    tokens = np.full((num_rows, length), pad_id, dtype=np.int64)
+    lengths = np.zeros((num_rows,), dtype=np.int64)
+    word_labels = np.full((num_rows,), -1, dtype=np.int64)
+    for row, (ids, label) in enumerate(zip(words, labels)):
+        if len(ids) == 0:
+            raise ValueError(f"word_rows: word with label {label} has no tokens")
         if label < 0:
-            raise ValueError(f"pack_words: labels must be >= 0, got {label}")
-        row = next((r for r in range(micro_batch_size) if fill[r] + n <= seq_length), None)
-        if row is None or slot >= max_words:
-            skipped += 1
-            continue
-        start = fill[row]
-        tokens[row, start : start + n] = ids
-        positions[row, start : start + n] = np.arange(n)
-        segments[row, start : start + n] = slot
-        word_labels[slot] = label
-        fill[row] += n
-        slot += 1
+            raise ValueError(f"word_rows: labels must be >= 0, got {label}")
+        tokens[row, : len(ids)] = ids
+        lengths[row] = len(ids)
+        word_labels[row] = label
     return {
         "kind": "prealign",
         "tokens": torch.from_numpy(tokens),
-        "position_ids": torch.from_numpy(positions),
-        "segment_ids": torch.from_numpy(segments),
+        "lengths": torch.from_numpy(lengths),
         "word_labels": torch.from_numpy(word_labels),
-        "num_skipped_words": skipped,
     }
+
+
+def pad_word_batch(batch: Dict[str, object], num_rows: int, length: int, pad_id: int = 0) -> Dict[str, object]:
+    """``batch`` grown to ``[num_rows, length]`` with padding rows/columns (a new dict).
+
+    Several pre-alignment microbatches share one pipeline schedule call, which needs one shape.
+    """
+    tokens = batch["tokens"]
+    rows, cols = tokens.shape
+    if num_rows < rows or length < cols:
+        raise ValueError(f"pad_word_batch: cannot shrink {rows}x{cols} to {num_rows}x{length}")
+    if (num_rows, length) == (rows, cols):
+        return batch
+    out = dict(batch)
+    out["tokens"] = torch.nn.functional.pad(tokens, (0, length - cols, 0, num_rows - rows), value=pad_id)
+    out["lengths"] = torch.nn.functional.pad(batch["lengths"], (0, num_rows - rows), value=0)
+    out["word_labels"] = torch.nn.functional.pad(batch["word_labels"], (0, num_rows - rows), value=-1)
+    return out
 
 
 @dataclass
 class WordBatchConfig:
-    """How pre-alignment microbatches are drawn and packed."""
+    """How pre-alignment microbatches are drawn."""
 
     words_per_microbatch: int
     """Source words drawn per microbatch and DP rank (``--prealign-words-per-batch``)."""
     micro_batch_size: int
-    """Rows per microbatch (Megatron ``--micro-batch-size``; same as LM microbatches)."""
+    """Megatron ``--micro-batch-size`` of the LM microbatches. Not used for the shape (a
+    pre-alignment microbatch has one row per word); kept so that callers need not change."""
     seq_length: int
-    """Tokens per row (``--seq-length``; same as LM microbatches)."""
+    """Longest word kept, in subwords (``--seq-length``: a word must fit the model's sequence)."""
     max_translations_per_word: int = 5
     """At most this many translations (over all languages) join each source word; a random
     subset when it has more. The paper collects 5 translations per word and language."""
@@ -121,11 +127,11 @@ class WordBatchConfig:
     seed: int = 1234
     """Seed of the epoch orders and translation subsets."""
     pad_id: int = 0
-    """Token id of padding positions (never attended to by words, never pooled)."""
+    """Token id of padding positions (after each word: never seen by it, never pooled)."""
 
     @property
     def max_words(self) -> int:
-        """Word slots per microbatch: every drawn source word with all its kept translations."""
+        """Most rows a microbatch can have: every drawn source word with all its kept translations."""
         return self.words_per_microbatch * (int(self.include_source) + self.max_translations_per_word)
 
 
@@ -229,14 +235,9 @@ class WordBatchSampler:
             for ids in head + tail:
                 words.append(ids)
                 labels.append(entry_index)
-        batch = pack_words(words, labels, cfg.micro_batch_size, cfg.seq_length, cfg.max_words, cfg.pad_id)
-        kept = batch["word_labels"][batch["word_labels"] >= 0]
-        if kept.numel() == 0 or torch.unique(kept).numel() == kept.numel():
-            raise ValueError(
-                f"pre-alignment microbatch {index} (dp rank {self.dp_rank}) holds no positive pair: "
-                f"{cfg.micro_batch_size}x{cfg.seq_length} tokens are too few for its words; "
-                "raise --seq-length/--micro-batch-size or lower --prealign-words-per-batch"
-            )
+        batch = word_rows(words, labels, pad_id=cfg.pad_id)
+        if torch.unique(batch["word_labels"]).numel() == len(words):  # eligible entries make this impossible
+            raise ValueError(f"pre-alignment microbatch {index} (dp rank {self.dp_rank}) holds no positive pair")
         return batch
 
     def iterator(self, start: int = 0) -> Iterator[Dict[str, object]]:

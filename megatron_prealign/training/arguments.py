@@ -58,7 +58,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--make-vocab-size-divisible-by", type=int, default=128,
                    help="pad the vocabulary to a multiple of this times the TP size (Megatron)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 parameters and compute (GPU)")
-    g.add_argument("--transformer-impl", choices=["auto", "local", "transformer_engine"], default="auto")
+    g.add_argument("--transformer-impl", choices=["auto", "local", "transformer_engine"], default="transformer_engine",
+                   help="Megatron-LM's default transformer_engine; the local spec when TE/CUDA is missing")
 
 
 def _add_parallel_args(parser: argparse.ArgumentParser) -> None:
@@ -335,9 +336,6 @@ def validate_args(args: argparse.Namespace, world_size: Optional[int]) -> None:
             not 0 <= args.prealign_lr_warmup_iters < args.prealign_iters:
         raise ValueError(f"--prealign-lr-warmup-iters {args.prealign_lr_warmup_iters} must be within "
                          f"0..{args.prealign_iters - 1} (--prealign-iters {args.prealign_iters})")
-    if mode != "none" and args.transformer_impl == "transformer_engine":
-        raise ValueError(f"--prealign-mode {mode} needs --transformer-impl local (pre-alignment word packing "
-                         "uses a block-diagonal mask that TransformerEngine attention ignores)")
     if args.prealign_words_per_batch < 2:
         raise ValueError(f"--prealign-words-per-batch {args.prealign_words_per_batch}: a contrastive batch "
                          "needs at least 2 words (one positive pair and a negative)")
@@ -387,8 +385,6 @@ def config_from_args(args: argparse.Namespace, vocab_size: int, clone_base_vocab
     """
     tp = args.tensor_model_parallel_size
     impl = args.transformer_impl
-    if args.prealign_mode != "none" and impl == "auto":
-        impl = "local"  # pre-alignment packs words with a block mask that TE attention ignores
     model = GPTModelConfig(
         num_layers=args.num_layers,
         hidden_size=args.hidden_size,

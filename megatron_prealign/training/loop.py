@@ -1,9 +1,10 @@
 """The training loop: Megatron-Core pieces put together as Megatron-LM's ``pretrain()`` does.
 
-Per iteration: zero the DDP grad buffers; run ``get_forward_backward_func()`` once over the
-step's microbatches — the LM microbatches and, when the stage has an alignment loss, its
-pre-alignment microbatches interleaved with them (same ``[mbs, seq]`` shape, so PP p2p shapes
-are fixed; each kind is averaged over its own count); ``finalize_model_grads`` (DP all-reduce,
+Per iteration: zero the DDP grad buffers; run ``get_forward_backward_func()`` over the step's
+microbatches — when the stage has an alignment loss, one call for its pre-alignment microbatches
+(one word per row: their own ``[words, word length]`` shape), and one for the LM microbatches
+(``[mbs, seq]``), gradients accumulating in the DDP buffers, each kind averaged over its own
+count (``model.prealign.forward_backward_step``); ``finalize_model_grads`` once (DP all-reduce,
 SP norm all-reduce, tied-embedding all-reduce across PP); optimizer step (clipping inside);
 scheduler step.
 
@@ -26,13 +27,14 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
+from megatron.core.utils import get_model_config
 
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 from megatron_prealign.model.prealign import (
     LevelLossTracker,
     PreAlignForwardStep,
     PreAlignLossConfig,
-    interleave_microbatches,
+    forward_backward_step,
 )
 from megatron_prealign.platform import device
 from megatron_prealign.training.config import OptimConfig
@@ -340,7 +342,7 @@ def train_step(
     loss_config: Optional[PreAlignLossConfig] = None,
     tracker: Optional[LevelLossTracker] = None,
 ) -> Tuple[Dict[str, float], Optional[float], bool]:
-    """One optimizer step of ``stage``: one pipeline schedule over its LM and alignment microbatches.
+    """One optimizer step of ``stage``: pipeline schedules over its alignment and LM microbatches.
 
     The step minimises ``stage.lm_weight`` x (mean LM loss over the LM microbatches) +
     ``stage.align_weight`` x (mean over the alignment microbatches of the SupCon summed, or
@@ -357,25 +359,17 @@ def train_step(
     step_loss = PreAlignLossConfig(temperature=base.temperature, levels=base.levels,
                                    align_weight=stage.align_weight, lm_weight=stage.lm_weight,
                                    level_reduction=base.level_reduction)
-    forward_step = PreAlignForwardStep(step_loss, num_lm + num_align, num_align, tracker=tracker)
-    if num_align:
-        data = interleave_microbatches(align_stream.take(num_align), lm_iterator, num_align, num_lm)
-    else:
-        data = lm_iterator
+    align_batches = list(align_stream.take(num_align)) if num_align else []
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
-    out = get_forward_backward_func()(
-        forward_step_func=forward_step,
-        data_iterator=data,
-        model=model,
-        num_microbatches=num_lm + num_align,
-        seq_length=seq_length,
-        micro_batch_size=micro_batch_size,
-        forward_only=False,
+    out = forward_backward_step(
+        model, step_loss, lm_iterator if num_lm else None, num_lm, seq_length, micro_batch_size,
+        align_batches=align_batches, tracker=tracker,
     )
     losses = _reduce_lm_reports(out) if parallel_state.is_pipeline_last_stage() else {}
-    finalize_model_grads(model)
+    if get_model_config(model[0]).finalize_model_grads_func is None:  # else the last schedule call ran it
+        finalize_model_grads(model)
     update_successful, grad_norm, _ = optimizer.step()
     if update_successful:
         scheduler.step(increment=1)

@@ -10,8 +10,10 @@ Each scenario computes, in every process independently, the TP=1/PP=1 reference 
 batch: per pre-alignment microbatch the SupCon per level over the words of all DP ranks'
 microbatches (``supcon_loss`` on pooled features), plus the LM loss of the LM microbatches,
 weighted as in Eq. 4. It then loads the same weights into the parallel layout, runs one step of
-``PreAlignForwardStep`` through Megatron's schedule (DDP wrapper + finalize_model_grads) and
-reports the largest differences in per-level losses and gradients. pytest holds the tolerances.
+``forward_backward_step`` (a schedule call for the pre-alignment microbatches, one word per row,
+padded to a common shape, then one for the LM microbatches; DDP wrapper + finalize_model_grads)
+and reports the largest differences in per-level losses and gradients. pytest holds the
+tolerances. The reference runs each microbatch unpadded, at its own shape.
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ import tiny_gpt as tg  # noqa: E402
 from worker import Context, run_scenarios  # noqa: E402
 
 from megatron_prealign.model.prealign import (  # noqa: E402
-    PreAlignForwardStep,
+    LevelLossTracker,
     PreAlignLossConfig,
-    interleave_microbatches,
+    forward_backward_step,
     level_name,
     pooled_level_features,
     resolve_levels,
 )
 from megatron_prealign.model.supcon import supcon_loss  # noqa: E402
-from megatron_prealign.model.word_batches import pack_words  # noqa: E402
+from megatron_prealign.model.word_batches import word_rows  # noqa: E402
 
 SEQ = 16
 MBS = 2
@@ -54,7 +56,7 @@ def _align_batch(seed: int) -> Dict:
             n = int(torch.randint(1, 4, (1,), generator=gen))
             words.append(torch.randint(0, CFG.vocab_size, (n,), generator=gen).tolist())
             labels.append(seed * 100 + group)
-    return pack_words(words, labels, MBS, SEQ, max_words=24)
+    return word_rows(words, labels)
 
 
 def _lm_batch(seed: int) -> Dict:
@@ -95,7 +97,6 @@ def _reference(cfg, align: List[List[Dict]], lm: List[List[Dict]], loss_cfg: Pre
 
 def _run(tp: int, pp: int, cfg=CFG, num_align: int = 2, num_lm: int = 0, loss_cfg=None, dp_world: int = 1):
     from megatron.core import parallel_state
-    from megatron.core.pipeline_parallel import get_forward_backward_func
 
     loss_cfg = loss_cfg or PreAlignLossConfig(temperature=0.1)
     dp = dp_world
@@ -110,18 +111,10 @@ def _run(tp: int, pp: int, cfg=CFG, num_align: int = 2, num_lm: int = 0, loss_cf
     tg.load_full_weights(model, ref["weights"])
     ddp = tg.wrap_ddp(model)
     ddp.zero_grad_buffer()
-    step = PreAlignForwardStep(loss_cfg, num_microbatches=num_align + num_lm, num_align_microbatches=num_align)
-    stream = interleave_microbatches(iter(align[rank]), iter(lm[rank]) if num_lm else None, num_align, num_lm)
-    get_forward_backward_func()(
-        forward_step_func=step,
-        data_iterator=stream,
-        model=[ddp],
-        num_microbatches=num_align + num_lm,
-        seq_length=SEQ,
-        micro_batch_size=MBS,
-        forward_only=False,
-    )
-    levels = step.tracker.reduce()
+    tracker = LevelLossTracker(cfg.num_layers, resolve_levels(loss_cfg.levels, cfg.num_layers))
+    forward_backward_step([ddp], loss_cfg, iter(lm[rank]) if num_lm else None, num_lm, SEQ, MBS,
+                          align_batches=align[rank], tracker=tracker)
+    levels = tracker.reduce()
     grads = tg.max_diff_to_full(model, ref["grads"], get=tg.grad_of)
     return {
         "layout": {"tp": tp, "pp": pp, "dp": dp},

@@ -244,8 +244,8 @@ def test_bad_inputs_fail_before_training(setup, run_a, tmp_path):
         "mask": with_({"--train-data-path": str(tmp_path / "bad"), "--prealign-mode": "none", "--prealign-iters": "0"}),
         "shape": with_({"--hidden-size": "64", "--load": str(root / "a")}),
         "valid": with_({"--valid-data-path": str(tmp_path / "nope")}),
-        # 3-token words, 4-token microbatch: a word and its translation never fit together
-        "batch": with_({"--seq-length": "4", "--micro-batch-size": "1", "--global-batch-size": "1",
+        # 3-token words, --seq-length 2: no word fits the model's sequence, so no pair can form
+        "batch": with_({"--seq-length": "2", "--micro-batch-size": "1", "--global-batch-size": "1",
                         "--prealign-words-per-batch": "2", "--prealign-table": str(tmp_path / "long_words.jsonl")}),
     }
     driver = tmp_path / "driver.py"
