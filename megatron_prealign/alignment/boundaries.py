@@ -218,5 +218,11 @@ def token_surfaces(tokenizer: Any) -> List[str]:
 
 
 def word_boundaries(tokenizer: Any) -> WordBoundaries:
-    """:func:`boundaries_from_surfaces` for a ``PreAlignTokenizer`` (its special ids included)."""
+    """:func:`boundaries_from_surfaces` for a ``PreAlignTokenizer`` (its special ids included).
+
+    The ``NullTokenizer`` (ids written as numbers, every token a word) has no surface text:
+    :meth:`WordBoundaries.permissive`.
+    """
+    if type(tokenizer).__name__ == "NullTokenizer":
+        return WordBoundaries.permissive(tokenizer.vocab_size)
     return boundaries_from_surfaces(token_surfaces(tokenizer), getattr(tokenizer, "special_ids", ()))

@@ -52,6 +52,7 @@ __all__ = [
     "build_alignment_table",
     "build_en_clone_table",
     "format_coverage",
+    "measure_reach",
     "use_case_fallback",
     "recase",
 ]
@@ -360,6 +361,13 @@ def format_coverage(report: Mapping[str, Any]) -> str:
                if s.get("unencodable_skipped") else "")
             + f"occurrences covered: {pct(s['fraction_of_occurrences'])}"
         )
+    reach = report.get("reach")
+    if reach:
+        lines.append(
+            f"reachable by codeswitching (the pass's matcher over {reach['documents']} documents): "
+            f"{reach['reachable']} of {reach['table_word_occurrences']} table-word occurrences found by NLTK "
+            f"({pct(reach['fraction_reachable'])})"
+        )
     for d in report.get("dictionaries", []):
         lines.append(
             f"  dictionary {d['language']}:{d['path']} ({d['format']}): {d['pairs']} pairs, "
@@ -367,3 +375,43 @@ def format_coverage(report: Mapping[str, Any]) -> str:
             + (f", e.g. {d['malformed_examples'][0]}" if d["malformed_examples"] else "")
         )
     return "\n".join(lines)
+
+
+def measure_reach(table: AlignmentTable, tokenizer: Any, documents: Iterable[str]) -> Dict[str, Any]:
+    """What codeswitching can reach, measured with the pass's own matcher.
+
+    Each document is tokenized and run through the C++ codeswitcher at ratio 1 (every whole-word
+    match of a table source is substituted), with the tokenizer's word boundaries; the matches
+    are counted against the occurrences of the table's words that NLTK finds in the same
+    documents (:func:`~megatron_prealign.alignment.words.words_of`).
+
+    Args:
+        table (AlignmentTable): the table (built for ``tokenizer``).
+        tokenizer: its ``PreAlignTokenizer``.
+        documents (Iterable[str]): sample documents.
+
+    Returns:
+        Dict[str, Any]: ``documents``, ``table_word_occurrences`` (NLTK), ``reachable`` (matches
+        of the pass), ``fraction_reachable``.
+    """
+    from megatron_prealign.alignment.boundaries import word_boundaries
+    from megatron_prealign.alignment.words import words_of
+    from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher
+
+    switcher = Codeswitcher(
+        table, tokenizer.word_start_mask(), CodeswitchConfig(ratio=1.0), tokenizer.special_ids,
+        word_boundaries(tokenizer),
+    )
+    surface = {e.word for e in table} | {a for e in table for a in e.aliases}
+    n_docs = occurrences = 0
+    for i, text in enumerate(documents):
+        n_docs += 1
+        occurrences += sum(1 for w in words_of(text) if w in surface)
+        switcher.apply(np.asarray(tokenizer.tokenize(text), dtype=np.int32), i)
+    reachable = switcher.applied_stats().substituted
+    return {
+        "documents": n_docs,
+        "table_word_occurrences": occurrences,
+        "reachable": reachable,
+        "fraction_reachable": reachable / occurrences if occurrences else 0.0,
+    }
