@@ -78,8 +78,8 @@ def get_args(argv=None):
     d.add_argument("--keep-untranslated", action="store_true", help="Keep words without translations.")
     d.add_argument("--case-fallback", choices=CASE_FALLBACKS, default="auto",
                    help="auto: a capitalised word without an exact entry is translated through its lower "
-                        "case when the corpus counts say it is mostly a common word (count(lower) > "
-                        "count(word)), keeping the capital where the target script has case; proper nouns "
+                        "case when the corpus counts say it is mostly a common word (count(lower) >= "
+                        "count(word) > 0), keeping the capital where the target script has case; proper nouns "
                         "stay. off: exact forms only.")
     d.add_argument("--no-case-fallback", action="store_const", const="off", dest="case_fallback",
                    help="Same as --case-fallback off.")

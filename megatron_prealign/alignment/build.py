@@ -9,7 +9,8 @@ Choices (documented for users comparing against the paper):
   no exact entry that is not all lower case (``The``, ``Windows``, ``Tom``) is looked up through
   its lower case (``str.lower()``, exactly, never case-insensitively: a line ``US<TAB>USA`` does
   not make ``us`` -> ``USA``) only with ``case_fallback="auto"`` and only when the corpus counts
-  say it is mostly a common word: ``count(word.lower()) > count(word)`` (``The`` < ``the``, but
+  say it is mostly a common word: ``0 < count(word.lower()) >= count(word)``, i.e. the
+  lower-case form is seen at least as often (``The`` <= ``the``, but
   ``Windows`` > ``windows`` and ``Tom`` > ``tom`` in real text: proper nouns stay untranslated).
   A translation found this way keeps the word's capital where the target script has case:
   its first character is upper-cased (``The`` -> ``Die``; an all-caps word gets an all-caps
@@ -62,9 +63,12 @@ CASE_FALLBACKS = ("auto", "off")
 
 def use_case_fallback(word: str, counts: Mapping[str, int]) -> bool:
     """Whether ``word`` (no exact dictionary entry) may be translated through its lower case:
-    it is not all lower case and ``counts[word.lower()] > counts[word]`` (mostly a common word)."""
+    it is not all lower case and its lower case is seen at least as often in the corpus
+    (``0 < counts[word.lower()] >= counts[word]``: mostly a common word, e.g. ``The``), unlike a
+    proper noun (``Windows``, ``Tom``: the capitalised form dominates)."""
     low = word.lower()
-    return low != word and int(counts.get(low, 0)) > int(counts.get(word, 0))
+    n_low = int(counts.get(low, 0))
+    return low != word and n_low > 0 and n_low >= int(counts.get(word, 0))
 
 
 def recase(word: str, translation: str) -> str:
