@@ -9,6 +9,7 @@
 // several threads (process_dataset), writing blocks in order so that the output never depends
 // on the thread count or the block size.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <immintrin.h>
 #include <unistd.h>
 
@@ -46,6 +47,14 @@ constexpr uint8_t kWordStart = 1;
 constexpr uint8_t kSpecial = 2;
 constexpr uint8_t kCanStart = 4;  // first token of some candidate source sequence
 constexpr uint8_t kEligible = 8;  // kCanStart and not kSpecial (set once the table is built)
+constexpr uint8_t kOpener = 16;   // a bare word may open right after this token (newline, quote, bracket)
+constexpr uint8_t kAfterOpen = kSpecial | kOpener;  // the position after such a token opens a word
+// Follow classes of the token right after a matched word, and leading classes of the token after
+// that (megatron_prealign/alignment/boundaries.py).
+constexpr uint8_t kFollowNo = 0, kFollowYes = 1, kFollowIfSpace = 2, kFollowIfNotDigit = 3;
+constexpr uint8_t kLeadSpace = 0, kLeadSplit = 1, kLeadDigit = 2;
+constexpr int64_t kMaxThreads = 4096;
+constexpr int64_t kMaxLanguages = 1 << 20;
 constexpr size_t kFlagsPad = 64;  // zero bytes after the flags (4-byte gathers read 3 past an id)
 
 inline uint64_t mix64(uint64_t z) {
@@ -61,6 +70,44 @@ inline uint64_t mul_hi(uint64_t r, uint64_t n) {
 
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// A 1-D integer (or bool) array from Python as CArray<T>: ValueError for another dimension, a
+// float/object dtype (never truncated), or a value outside T's range (never wrapped).
+template <typename T>
+CArray<T> int_array(const py::array& a, const char* name) {
+    const std::string what(name);
+    if (a.ndim() != 1) throw py::value_error(what + " must be a 1-D array, got " + std::to_string(a.ndim()) + " dimensions");
+    const char kind = a.dtype().kind();
+    if (kind != 'i' && kind != 'u' && kind != 'b')
+        throw py::value_error(what + " must be an integer array, got dtype " + std::string(py::str(a.dtype())));
+    if (kind == 'u' && a.dtype().itemsize() == 8) {
+        auto u = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+        auto r = u.template unchecked<1>();
+        for (py::ssize_t i = 0; i < r.shape(0); ++i)
+            if (r(i) > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+                throw py::value_error(what + "[" + std::to_string(i) + "] = " + std::to_string(r(i)) + " is out of range");
+    } else {
+        auto w = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+        auto r = w.template unchecked<1>();
+        for (py::ssize_t i = 0; i < r.shape(0); ++i)
+            if (r(i) < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+                (std::numeric_limits<T>::max() < std::numeric_limits<int64_t>::max() &&
+                 r(i) > static_cast<int64_t>(std::numeric_limits<T>::max())))
+                throw py::value_error(what + "[" + std::to_string(i) + "] = " + std::to_string(r(i)) + " is out of range");
+    }
+    return CArray<T>::ensure(a);
+}
+
+// Offsets into an array of `size` elements: start at 0, non-decreasing, end at `size`.
+inline void check_offsets(const std::vector<int64_t>& o, size_t size, const char* name) {
+    const std::string what(name);
+    if (o.empty()) throw py::value_error(what + " must hold at least one offset");
+    if (o.front() != 0) throw py::value_error(what + " must start at 0");
+    for (size_t i = 1; i < o.size(); ++i)
+        if (o[i] < o[i - 1]) throw py::value_error(what + " must be non-decreasing (index " + std::to_string(i) + ")");
+    if (o.back() != static_cast<int64_t>(size))
+        throw py::value_error(what + " must end at " + std::to_string(size) + ", got " + std::to_string(o.back()));
+}
 
 template <typename T>
 std::vector<T> to_vector(const CArray<T>& a) {
@@ -201,28 +248,58 @@ struct Counts {
 
 class CodeswitchEngine {
    public:
-    CodeswitchEngine(const CArray<int32_t>& src_tokens_a, const CArray<int64_t>& src_offsets_a,
-                     const CArray<int64_t>& group_offsets_a, const CArray<int32_t>& group_lang_a,
-                     const CArray<int64_t>& group_trans_offsets_a, const CArray<int64_t>& trans_offsets_a,
-                     const CArray<int32_t>& trans_tokens_a, int64_t n_languages, const CArray<uint8_t>& word_start,
-                     const CArray<uint8_t>& special, double ratio, bool input_only, uint64_t seed)
-        : n_languages_(static_cast<size_t>(n_languages)),
-          ratio_(ratio),
-          input_only_(input_only),
-          seed_key_(mix64(seed + kGolden)) {
+    CodeswitchEngine(const py::array& src_tokens_a, const py::array& src_offsets_a, const py::array& group_offsets_a,
+                     const py::array& group_lang_a, const py::array& group_trans_offsets_a,
+                     const py::array& trans_offsets_a, const py::array& trans_tokens_a, int64_t n_languages,
+                     const py::array& word_start_a, const py::array& special_a, double ratio, bool input_only,
+                     uint64_t seed, const py::array& opener_a, const py::array& follow_a, const py::array& lead_a)
+        : ratio_(ratio), input_only_(input_only), seed_key_(mix64(seed + kGolden)) {
+        if (n_languages < 0 || n_languages > kMaxLanguages)
+            throw py::value_error("n_languages must lie in [0, " + std::to_string(kMaxLanguages) + "], got " +
+                                  std::to_string(n_languages));
+        n_languages_ = static_cast<size_t>(n_languages);
+        const auto word_start = int_array<uint8_t>(word_start_a, "word_start");
+        const auto special = int_array<uint8_t>(special_a, "special");
+        const auto opener = int_array<uint8_t>(opener_a, "opener");
+        const auto follow = int_array<uint8_t>(follow_a, "follow");
+        const auto lead = int_array<uint8_t>(lead_a, "lead");
         const size_t vocab = static_cast<size_t>(word_start.shape(0));
         if (vocab == 0 || static_cast<size_t>(special.shape(0)) != vocab)
-            throw std::invalid_argument("word_start and special masks must be non-empty and of equal length");
-        if (!(ratio_ >= 0.0 && ratio_ <= 1.0)) throw std::invalid_argument("codeswitch ratio must lie in [0, 1]");
+            throw py::value_error("word_start and special masks must be non-empty and of equal length");
+        if (vocab > (size_t{1} << 31))
+            throw py::value_error("vocabulary of " + std::to_string(vocab) + " ids is beyond int32");
+        if (static_cast<size_t>(opener.shape(0)) != vocab || static_cast<size_t>(follow.shape(0)) != vocab ||
+            static_cast<size_t>(lead.shape(0)) != vocab)
+            throw py::value_error("opener, follow and lead must have one entry per vocabulary id");
+        if (!(ratio_ >= 0.0 && ratio_ <= 1.0)) throw py::value_error("codeswitch ratio must lie in [0, 1]");
         threshold_ = static_cast<uint64_t>(std::ceil(ratio_ * 0x1.0p53));
         auto ws = word_start.unchecked<1>();
         auto sp = special.unchecked<1>();
+        auto op = opener.unchecked<1>();
         vocab_ = vocab;
         flags_.assign(std::max<size_t>(vocab, size_t{1} << 16) + kFlagsPad, 0);
         for (size_t v = 0; v < vocab; ++v)
-            flags_[v] = static_cast<uint8_t>((ws(v) ? kWordStart : 0) | (sp(v) ? kSpecial : 0));
-        build(to_vector(src_tokens_a), to_vector(src_offsets_a), to_vector(group_offsets_a), to_vector(group_lang_a),
-              to_vector(group_trans_offsets_a), to_vector(trans_offsets_a), to_vector(trans_tokens_a));
+            flags_[v] = static_cast<uint8_t>((ws(v) ? kWordStart : 0) | (sp(v) ? kSpecial : 0) | (op(v) ? kOpener : 0));
+        follow_ = to_vector(follow);
+        lead_ = to_vector(lead);
+        for (size_t v = 0; v < vocab; ++v)
+            if (follow_[v] > kFollowIfNotDigit || lead_[v] > 3) throw py::value_error("follow/lead class out of range");
+        const auto src_tokens = to_vector(int_array<int32_t>(src_tokens_a, "src_tokens"));
+        const auto src_offsets = to_vector(int_array<int64_t>(src_offsets_a, "src_offsets"));
+        const auto group_offsets = to_vector(int_array<int64_t>(group_offsets_a, "group_offsets"));
+        const auto group_lang = to_vector(int_array<int32_t>(group_lang_a, "group_lang"));
+        const auto group_trans_offsets = to_vector(int_array<int64_t>(group_trans_offsets_a, "group_trans_offsets"));
+        const auto trans_offsets = to_vector(int_array<int64_t>(trans_offsets_a, "trans_offsets"));
+        const auto trans_tokens = to_vector(int_array<int32_t>(trans_tokens_a, "trans_tokens"));
+        check_offsets(src_offsets, src_tokens.size(), "src_offsets");
+        check_offsets(trans_offsets, trans_tokens.size(), "trans_offsets");
+        check_offsets(group_offsets, group_lang.size(), "group_offsets");
+        check_offsets(group_trans_offsets, trans_offsets.size() - 1, "group_trans_offsets");
+        if (group_offsets.size() != src_offsets.size())
+            throw py::value_error("group_offsets must have one entry per source sequence plus one");
+        if (group_trans_offsets.size() != group_lang.size() + 1)
+            throw py::value_error("group_trans_offsets must have one entry per group plus one");
+        build(src_tokens, src_offsets, group_offsets, group_lang, group_trans_offsets, trans_offsets, trans_tokens);
         for (size_t v = 0; v < vocab; ++v)
             if ((flags_[v] & (kCanStart | kSpecial)) == kCanStart) flags_[v] |= kEligible;
         const char* no_simd = std::getenv("PREALIGN_CODESWITCH_NO_SIMD");
@@ -297,7 +374,7 @@ class CodeswitchEngine {
             int64_t cand = static_cast<int64_t>(d.key);
             if (!((len <= 4 && n - d.i >= 4) ? matches_short(cand, tok + d.i, len) : matches(cand, tok + d.i, len)))
                 cand = probe(hash_seq(tok + d.i, len), tok + d.i, len, /*verify=*/true);  // fingerprint collision
-            if (cand < 0) continue;
+            if (cand < 0 || !ends_word(tok, n, d.j)) continue;
             const uint64_t h = mix64(doc_key + static_cast<uint64_t>(d.i + 1) * kGolden);
             // record (see build()): group g at grp[1 + 3g], translation t at rec[grp[3 + 3g] + t]
             const int32_t* rec = records_.data() + cand;
@@ -351,7 +428,7 @@ class CodeswitchEngine {
                 const uint64_t f = flags[static_cast<size_t>(tok[base + k])];
                 st |= (static_cast<uint64_t>((f & (kWordStart | kSpecial)) != 0) | prev_special) << k;
                 el |= static_cast<uint64_t>((f >> 3) & 1) << k;  // kEligible
-                prev_special = (f >> 1) & 1;
+                prev_special = static_cast<uint64_t>((f & kAfterOpen) != 0);
             }
             el &= st;
             uint64_t d = 0;
@@ -375,7 +452,7 @@ class CodeswitchEngine {
         uint64_t* drawn, ScanCounts& c) {
         const size_t n_words64 = static_cast<size_t>(n / 64 + 1);
         const __m512i m_start = _mm512_set1_epi32(kWordStart | kSpecial);
-        const __m512i m_special = _mm512_set1_epi32(kSpecial);
+        const __m512i m_special = _mm512_set1_epi32(kAfterOpen);
         const __m512i m_elig = _mm512_set1_epi32(kEligible);
         const __m512i c1 = _mm512_set1_epi64(static_cast<long long>(0xBF58476D1CE4E5B9ULL));
         const __m512i c2 = _mm512_set1_epi64(static_cast<long long>(0x94D049BB133111EBULL));
@@ -455,9 +532,9 @@ class CodeswitchEngine {
             if (bits[w]) return static_cast<int64_t>(w) * 64 + __builtin_ctzll(bits[w]);
     }
 
-    py::tuple apply(const CArray<int32_t>& tokens, int64_t doc_index) const {
-        if (doc_index < 0) throw std::invalid_argument("doc_index must be >= 0");
-        if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
+    py::tuple apply(const py::array& tokens_a, int64_t doc_index) const {
+        if (doc_index < 0) throw py::value_error("doc_index must be >= 0");
+        const auto tokens = int_array<int32_t>(tokens_a, "tokens");
         const int32_t* data = tokens.data();
         const int64_t n = tokens.shape(0);
         thread_local Buffer<int32_t> out;  // reused between calls (per thread: apply releases the GIL)
@@ -483,18 +560,69 @@ class CodeswitchEngine {
         py::array_t<uint8_t> mask_a(static_cast<py::ssize_t>(mask.size()));
         if (!out.empty()) std::memcpy(out_a.mutable_data(), out.data(), out.size() * sizeof(int32_t));
         if (!mask.empty()) std::memcpy(mask_a.mutable_data(), mask.data(), mask.size());
-        return py::make_tuple(out_a, mask_a);
+        py::array_t<int64_t> counts_a(static_cast<py::ssize_t>(4 + n_languages_));
+        int64_t* cp = counts_a.mutable_data();
+        cp[0] = counts.words;
+        cp[1] = counts.eligible;
+        cp[2] = counts.drawn;
+        cp[3] = counts.substituted;
+        for (size_t l = 0; l < n_languages_; ++l) cp[4 + l] = counts.per_language[l];
+        return py::make_tuple(out_a, mask_a, counts_a);
     }
 
     py::tuple process_dataset(const std::string& in_bin, const std::string& out_bin, const std::string& out_mask,
-                              const CArray<int32_t>& lengths, const CArray<int64_t>& pointers, int64_t itemsize,
+                              const py::array& lengths_a, const py::array& pointers_a, int64_t itemsize,
                               int64_t threads, int64_t chunk_tokens, const py::object& progress) const {
+        if (itemsize != 2 && itemsize != 4) throw py::value_error("token itemsize must be 2 (uint16) or 4 (int32)");
+        if (threads < 1 || threads > kMaxThreads)
+            throw py::value_error("threads must lie in [1, " + std::to_string(kMaxThreads) + "], got " + std::to_string(threads));
+        if (chunk_tokens < 1) throw py::value_error("chunk_tokens must be >= 1");
+        const auto lengths = int_array<int32_t>(lengths_a, "lengths");
+        const auto pointers = int_array<int64_t>(pointers_a, "pointers");
+        const int64_t n_seq = lengths.shape(0);
+        if (pointers.shape(0) != n_seq) throw py::value_error("lengths and pointers differ in size");
+        // Outputs may not be the input (or each other): opening them for writing truncates.
+        struct stat st_in {};
+        if (::stat(in_bin.c_str(), &st_in) != 0) throw py::value_error(in_bin + ": no such file");
+        if (out_bin == out_mask) throw py::value_error("out_bin and out_mask are the same path: " + out_bin);
+        for (const std::string* out : {&out_bin, &out_mask}) {
+            struct stat st_out {};
+            if (*out == in_bin || (::stat(out->c_str(), &st_out) == 0 && st_out.st_dev == st_in.st_dev &&
+                                   st_out.st_ino == st_in.st_ino))
+                throw py::value_error("output " + *out + " is the input " + in_bin + " (it would be truncated)");
+        }
+        const int32_t* len = lengths.data();
+        const int64_t* ptr = pointers.data();
+        const int64_t file_size = static_cast<int64_t>(st_in.st_size);
+        for (int64_t s = 0; s < n_seq; ++s) {
+            if (len[s] < 0) throw py::value_error("lengths[" + std::to_string(s) + "] = " + std::to_string(len[s]) + " is negative");
+            if (ptr[s] < 0 || ptr[s] > file_size)
+                throw py::value_error("pointers[" + std::to_string(s) + "] = " + std::to_string(ptr[s]) + " is outside " + in_bin +
+                                      " (" + std::to_string(file_size) + " bytes)");
+            if (s > 0 && ptr[s] < ptr[s - 1] + static_cast<int64_t>(len[s - 1]) * itemsize)
+                throw py::value_error("pointers[" + std::to_string(s) + "] overlaps the previous sequence (pointers must increase)");
+            if (static_cast<int64_t>(len[s]) * itemsize > file_size - ptr[s])
+                throw py::value_error("sequence " + std::to_string(s) + " ends past the end of " + in_bin + " (" +
+                                      std::to_string(file_size) + " bytes)");
+        }
         if (itemsize == 2) return run_dataset<uint16_t>(in_bin, out_bin, out_mask, lengths, pointers, threads, chunk_tokens, progress);
         if (itemsize == 4) return run_dataset<int32_t>(in_bin, out_bin, out_mask, lengths, pointers, threads, chunk_tokens, progress);
         throw std::invalid_argument("token itemsize must be 2 (uint16) or 4 (int32)");
     }
 
    private:
+    // Whether a word matched up to position j ends there as a word of the table's word tokenizer
+    // (follow class of tok[j], and the leading class of tok[j + 1] for the two-token rules).
+    template <typename T>
+    bool ends_word(const T* tok, int64_t n, int64_t j) const {
+        if (j >= n) return true;
+        const uint8_t f = follow_[static_cast<size_t>(tok[j])];
+        if (f == kFollowYes) return true;
+        if (f == kFollowNo) return false;
+        const uint8_t l = j + 1 >= n ? kLeadSpace : lead_[static_cast<size_t>(tok[j + 1])];
+        return f == kFollowIfSpace ? (l == kLeadSpace || l == kLeadSplit) : l != kLeadDigit;
+    }
+
     // Throws BadToken for the first id outside [0, vocab); a vectorisable unsigned-max scan first
     // (a negative int32 id becomes a huge unsigned one).
     template <typename T>
@@ -856,11 +984,12 @@ class CodeswitchEngine {
         return py::make_tuple(new_lengths_a, counts_a);
     }
 
-    size_t n_languages_;
+    size_t n_languages_ = 0;
     double ratio_;
     bool input_only_;
     uint64_t threshold_ = 0;  // substitute iff (h >> 11) < threshold_ = ceil(ratio * 2^53)
     uint64_t seed_key_;
+    std::vector<uint8_t> follow_, lead_;  // per token id: follow / leading class (see ends_word)
     std::vector<uint8_t> flags_;  // per token id: kWordStart | kSpecial | kCanStart | kEligible, then kFlagsPad zeros
     size_t vocab_ = 0;
     bool use_avx512_ = false;
@@ -875,15 +1004,16 @@ class CodeswitchEngine {
 void register_codeswitch(py::module_& m) {
     py::class_<CodeswitchEngine>(m, "CodeswitchEngine",
                                  "Compiled codeswitcher (built by megatron_prealign.data.codeswitch.Codeswitcher).")
-        .def(py::init<const CArray<int32_t>&, const CArray<int64_t>&, const CArray<int64_t>&, const CArray<int32_t>&,
-                      const CArray<int64_t>&, const CArray<int64_t>&, const CArray<int32_t>&, int64_t,
-                      const CArray<uint8_t>&, const CArray<uint8_t>&, double, bool, uint64_t>(),
+        .def(py::init<const py::array&, const py::array&, const py::array&, const py::array&, const py::array&,
+                      const py::array&, const py::array&, int64_t, const py::array&, const py::array&, double, bool,
+                      uint64_t, const py::array&, const py::array&, const py::array&>(),
              py::arg("src_tokens"), py::arg("src_offsets"), py::arg("group_offsets"), py::arg("group_lang"),
              py::arg("group_trans_offsets"), py::arg("trans_offsets"), py::arg("trans_tokens"),
              py::arg("n_languages"), py::arg("word_start"), py::arg("special"), py::arg("ratio"),
-             py::arg("input_only"), py::arg("seed"))
+             py::arg("input_only"), py::arg("seed"), py::arg("opener"), py::arg("follow"), py::arg("lead"))
         .def("apply", &CodeswitchEngine::apply, py::arg("tokens"), py::arg("doc_index"),
-             "Codeswitch one document: (int32 tokens, doc_index) -> (int32 tokens, uint8 mask).")
+             "Codeswitch one document: (int32 tokens, doc_index) -> (int32 tokens, uint8 mask, int64 counts "
+             "[words, eligible, drawn, substituted, per language...]).")
         .def("process_dataset", &CodeswitchEngine::process_dataset, py::arg("in_bin"), py::arg("out_bin"),
              py::arg("out_mask"), py::arg("lengths"), py::arg("pointers"), py::arg("itemsize"), py::arg("threads"),
              py::arg("chunk_tokens"), py::arg("progress"),

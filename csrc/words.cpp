@@ -4,6 +4,7 @@
 // '▁', or a special token) and extends up to, not including, the next word-start token. Token 0
 // of a document always opens a word, whatever its flag, because a document boundary is a word
 // boundary.
+#include <climits>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -17,8 +18,21 @@ namespace py = pybind11;
 namespace prealign {
 namespace {
 
-py::array_t<int64_t> word_starts(py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
-                                 py::array_t<bool, py::array::c_style | py::array::forcecast> word_start) {
+py::array_t<int64_t> word_starts(const py::array& tokens_a, const py::array& word_start_a) {
+    // Integer (or bool) arrays only: a float array would be truncated, a 64-bit id wrapped.
+    for (const py::array* a : {&tokens_a, &word_start_a}) {
+        const char kind = a->dtype().kind();
+        if ((kind != 'i' && kind != 'u' && kind != 'b') || a->ndim() != 1)
+            throw py::value_error("word_starts: tokens and word_start must be 1-D integer arrays, got dtype " +
+                                  std::string(py::str(a->dtype())));
+    }
+    auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(tokens_a);
+    for (py::ssize_t i = 0; i < wide.shape(0); ++i)
+        if (wide.at(i) < INT32_MIN || wide.at(i) > INT32_MAX)
+            throw std::out_of_range("token id " + std::to_string(wide.at(i)) + " at position " + std::to_string(i) +
+                                    " is outside the word-start table");
+    auto tokens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(tokens_a);
+    auto word_start = py::array_t<bool, py::array::c_style | py::array::forcecast>::ensure(word_start_a);
     auto t = tokens.unchecked<1>();
     auto ws = word_start.unchecked<1>();
     const int64_t n = t.shape(0);

@@ -42,12 +42,13 @@ WORDS = [("bank", 10), ("The", 6), ("river", 4), ("Berlin", 3), ("zebra", 2)]
 
 
 def test_translations_and_coverage_hand_computed(tok, dicts):
-    table, rep = build_alignment_table(WORDS, dicts, tok, words_counted=9, total_occurrences=40)
+    counts = dict(WORDS, the=50)  # "the" more frequent than "The": a common word (case policy)
+    table, rep = build_alignment_table(WORDS, dicts, tok, words_counted=9, total_occurrences=40, counts=counts)
     by = {e.word: e for e in table}
     assert list(by) == ["bank", "The", "river"]  # Berlin only had an identical translation; zebra none
     assert [t.text for t in by["bank"].translations["de"]] == ["Bank", "Ufer"]
     assert [t.text for t in by["bank"].translations["zh"]] == ["银行"]
-    assert [t.text for t in by["The"].translations["de"]] == ["die"]  # lower-case fallback
+    assert [t.text for t in by["The"].translations["de"]] == ["Die"]  # lower-case fallback, capital kept
     assert "zh" not in by["The"].translations
     assert by["river"].translations["zh"][0].ids == tok.encode_word("河流")
     assert by["bank"].ids == tok.encode_word("bank") and by["bank"].count == 10

@@ -62,7 +62,7 @@ def test_lookup_case_fallback(tmp_path):
     assert d.lookup("bank") == ["Bank"]
     assert d.lookup("Bank") == ["Bankhaus"]  # exact form first
     assert d.lookup("The") == ["die"] and d.lookup("The", case_fallback=False) == []
-    assert d.lookup("BANK") == ["Bank", "Bankhaus"]
+    assert d.lookup("BANK") == ["Bank"]  # its lower case exactly, not case-insensitively (issue 11)
 
 
 def test_spec_and_errors(tmp_path):

@@ -108,7 +108,9 @@ def test_hand_ratio_zero_vanilla_empty_table_empty_document():
     assert both(doc, 0, HAND_TABLE, HAND_WS, CodeswitchConfig(ratio=0.0), [0]) == (doc, [1] * 6)
     vanilla = CodeswitchConfig(ratio=1.0, mode="vanilla", seed=5)
     assert both(doc, 0, HAND_TABLE, HAND_WS, vanilla, [0]) == ([6, 7, 1, 9, 0], [1] * 5)
-    assert both(doc, 0, make_table([], languages=["de"], vocab_size=12), HAND_WS, ALWAYS, [0]) == (doc, [1] * 6)
+    # an empty table is an error (issue 11: no silent nothing), naming the table
+    with pytest.raises(ValueError, match=r"/empty\.jsonl: no entry has a translation"):
+        Codeswitcher(make_table([], languages=["de"], vocab_size=12, path="/empty.jsonl"), HAND_WS, ALWAYS, [0])
     assert both([], 0, HAND_TABLE, HAND_WS, ALWAYS, [0]) == ([], [])
 
 

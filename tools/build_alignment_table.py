@@ -29,6 +29,7 @@ Examples::
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -37,8 +38,10 @@ import time
 from megatron_prealign.alignment.build import (
     AlignmentBuildConfig,
     build_alignment_table,
+    CASE_FALLBACKS,
     build_en_clone_table,
     format_coverage,
+    measure_reach,
 )
 from megatron_prealign.alignment.dictionaries import DICTIONARY_FORMATS, parse_dictionary_spec, read_dictionary
 from megatron_prealign.alignment.words import (
@@ -73,8 +76,16 @@ def get_args(argv=None):
     d.add_argument("--max-translations", type=int, default=None, help="Per word and language.")
     d.add_argument("--keep-identical", action="store_true", help="Keep translations equal to the word.")
     d.add_argument("--keep-untranslated", action="store_true", help="Keep words without translations.")
-    d.add_argument("--no-case-fallback", action="store_true",
-                   help="Do not look up the lower-cased word when the exact form is missing.")
+    d.add_argument("--case-fallback", choices=CASE_FALLBACKS, default="auto",
+                   help="auto: a capitalised word without an exact entry is translated through its lower "
+                        "case when the corpus counts say it is mostly a common word (count(lower) >= "
+                        "count(word) > 0), keeping the capital where the target script has case; proper nouns "
+                        "stay. off: exact forms only.")
+    d.add_argument("--no-case-fallback", action="store_const", const="off", dest="case_fallback",
+                   help="Same as --case-fallback off.")
+    d.add_argument("--coverage-documents", type=int, default=2000,
+                   help="Documents of --input on which the codeswitcher's own matcher measures what it can "
+                        "reach (0: skip).")
     o = p.add_argument_group("output")
     o.add_argument("--output", required=True, help="Alignment table (.jsonl).")
     o.add_argument("--coverage-report", default=None, help="Coverage JSON (default OUTPUT.coverage.json).")
@@ -111,6 +122,12 @@ def main(argv=None):
         if args.save_word_counts:
             save_word_counts(counts, args.save_word_counts)
         words = select_words(counts, args.min_count, args.top_fraction)
+        if not words:
+            source = args.word_counts or " ".join(args.input)
+            raise ValueError(
+                f"{source}: no word reaches --min-count {args.min_count} "
+                f"({len(counts)} distinct words, the most frequent seen {max(counts.values(), default=0)} times)"
+            )
     except (OSError, ValueError) as e:
         sys.exit(f"build_alignment_table.py: error: {e}")
 
@@ -135,12 +152,20 @@ def main(argv=None):
         }
     else:
         cfg = AlignmentBuildConfig(
-            case_fallback=not args.no_case_fallback, keep_identical=args.keep_identical,
+            case_fallback=args.case_fallback, keep_identical=args.keep_identical,
             keep_untranslated=args.keep_untranslated, max_translations=args.max_translations,
         )
-        table, report = build_alignment_table(
-            words, dictionaries, tokenizer, cfg, words_counted=len(counts), total_occurrences=total, meta=meta,
-        )
+        try:
+            table, report = build_alignment_table(
+                words, dictionaries, tokenizer, cfg, words_counted=len(counts), total_occurrences=total,
+                meta=meta, counts=counts,
+            )
+        except ValueError as e:
+            sys.exit(f"build_alignment_table.py: error: {e}")
+    if args.input and args.coverage_documents > 0:
+        docs = itertools.islice(iter_text_files(args.input, args.json_keys), args.coverage_documents)
+        report["reach"] = measure_reach(table, tokenizer, docs)
+        table.meta.setdefault("coverage", {})["reach"] = report["reach"]
     report_path = args.coverage_report or args.output + ".coverage.json"
     tmp = f"{report_path}.tmp-{os.getpid()}"
     try:

@@ -29,6 +29,7 @@ import os
 import sys
 
 from megatron_prealign.alignment import AlignmentTable
+from megatron_prealign.alignment.boundaries import word_boundaries
 from megatron_prealign.data.codeswitch import MODES, CodeswitchConfig, codeswitch_dataset
 from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args, same_tokenizer
 
@@ -117,11 +118,12 @@ def main(argv=None) -> None:
             special_ids=tokenizer.special_ids,
             chunk_tokens=args.chunk_tokens,
             log_interval_s=args.log_interval,
+            boundaries=word_boundaries(tokenizer),
         )
     except (OSError, ValueError, RuntimeError) as e:
         print(f"codeswitch_dataset.py: error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(stats.describe())
+    print(f"codeswitch_dataset.py: {stats.describe()}")
 
 
 if __name__ == "__main__":

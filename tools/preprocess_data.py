@@ -150,8 +150,12 @@ def build_codeswitcher(args: argparse.Namespace, tokenizer):
     config = CodeswitchConfig(
         ratio=args.codeswitch_ratio, mode=args.codeswitch_mode, seed=args.seed, languages=languages
     )
+    from megatron_prealign.alignment.boundaries import word_boundaries
+
     special = list(getattr(tokenizer, "special_ids", [tokenizer.eod]))
-    return Codeswitcher(table, tokenizer.word_start_mask(), config, special_ids=special)
+    return Codeswitcher(
+        table, tokenizer.word_start_mask(), config, special_ids=special, boundaries=word_boundaries(tokenizer)
+    )
 
 
 def _tokenizer_from_args(args: argparse.Namespace):

@@ -5,8 +5,21 @@ Choices (documented for users comparing against the paper):
 * Source words are the corpus surface forms kept by
   :func:`megatron_prealign.alignment.words.select_words` (min count, top fraction), most frequent
   first. Their ids are ``tokenizer.encode_word(word)`` (word-initial form).
-* Dictionary look-up: the exact surface form, else its lower case (MUSE dictionaries are
-  lower-cased; ``The`` gets the translations of ``the``). Translations are used as written.
+* Dictionary look-up (case policy, ``case_fallback``): the exact surface form first. A word with
+  no exact entry that is not all lower case (``The``, ``Windows``, ``Tom``) is looked up through
+  its lower case (``str.lower()``, exactly, never case-insensitively: a line ``US<TAB>USA`` does
+  not make ``us`` -> ``USA``) only with ``case_fallback="auto"`` and only when the corpus counts
+  say it is mostly a common word: ``0 < count(word.lower()) >= count(word)``, i.e. the
+  lower-case form is seen at least as often (``The`` <= ``the``, but
+  ``Windows`` > ``windows`` and ``Tom`` > ``tom`` in real text: proper nouns stay untranslated).
+  A translation found this way keeps the word's capital where the target script has case:
+  its first character is upper-cased (``The`` -> ``Die``; an all-caps word gets an all-caps
+  translation); scripts without case (zh, ar) are unchanged. ``case_fallback="off"`` uses exact
+  forms only. Translations found by the exact form are used as written.
+* Bare forms: each entry and translation also gets ``bare_ids`` = ``tokenizer.tokenize(text)``
+  (no leading space) where that differs from ``ids`` (GPT-2 style tokenizers), so that the
+  codeswitcher reaches words at the start of a document and after a newline, tab, quote or
+  bracket. Words NLTK keeps attached to a leading quote (``s``, ``t``, ``re``...) get none.
 * A translation identical to the source word (same text, or same token ids) is dropped unless
   ``keep_identical``: it is a no-op for codeswitching and a trivial positive pair for the
   contrastive loss. Dropped ones are counted per language (``identical_skipped``).
@@ -30,18 +43,63 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from megatron_prealign.alignment.boundaries import CLITIC_WORDS
 from megatron_prealign.alignment.dictionaries import BilingualDictionary
 from megatron_prealign.alignment.table import AlignmentEntry, AlignmentTable, Translation
 
-__all__ = ["AlignmentBuildConfig", "build_alignment_table", "build_en_clone_table", "format_coverage"]
+__all__ = [
+    "CASE_FALLBACKS",
+    "AlignmentBuildConfig",
+    "build_alignment_table",
+    "build_en_clone_table",
+    "format_coverage",
+    "measure_reach",
+    "use_case_fallback",
+    "recase",
+]
+
+CASE_FALLBACKS = ("auto", "off")
+
+
+def use_case_fallback(word: str, counts: Mapping[str, int]) -> bool:
+    """Whether ``word`` (no exact dictionary entry) may be translated through its lower case:
+    it is not all lower case and its lower case is seen at least as often in the corpus
+    (``0 < counts[word.lower()] >= counts[word]``: mostly a common word, e.g. ``The``), unlike a
+    proper noun (``Windows``, ``Tom``: the capitalised form dominates)."""
+    low = word.lower()
+    n_low = int(counts.get(low, 0))
+    return low != word and n_low > 0 and n_low >= int(counts.get(word, 0))
+
+
+def recase(word: str, translation: str) -> str:
+    """A lower-case entry's translation in ``word``'s case: all caps for an all-caps word of two
+    or more letters, else the first character upper-cased; unchanged in scripts without case."""
+    if len(word) > 1 and word.isupper():
+        return translation.upper()
+    if word[:1].isupper():
+        return translation[:1].upper() + translation[1:]
+    return translation
 
 
 @dataclass
 class AlignmentBuildConfig:
     """How translations are attached to source words."""
 
-    case_fallback: bool = True
-    """Look up the lower-cased word when the exact form is not in a dictionary."""
+    case_fallback: str = "auto"
+    """``"auto"``: a capitalised word without an exact entry is translated through its lower
+    case when the corpus counts say it is mostly a common word (see the module docstring);
+    ``"off"``: exact forms only. ``True``/``False`` are accepted as ``"auto"``/``"off"``."""
+
+    bare_forms: bool = True
+    """Store ``bare_ids`` (the form without a leading space) where it differs from ``ids``."""
+
+    def __post_init__(self) -> None:
+        if self.case_fallback is True:
+            self.case_fallback = "auto"
+        elif self.case_fallback is False:
+            self.case_fallback = "off"
+        if self.case_fallback not in CASE_FALLBACKS:
+            raise ValueError(f"--case-fallback must be one of {', '.join(CASE_FALLBACKS)}, got {self.case_fallback!r}")
 
     keep_identical: bool = False
     """Keep translations identical to the source word (text or ids)."""
@@ -64,6 +122,7 @@ def build_alignment_table(
     words_counted: Optional[int] = None,
     total_occurrences: Optional[int] = None,
     meta: Optional[Dict[str, Any]] = None,
+    counts: Optional[Mapping[str, int]] = None,
 ) -> Tuple[AlignmentTable, Dict[str, Any]]:
     """Attach dictionary translations to source words and tokenize everything.
 
@@ -75,11 +134,14 @@ def build_alignment_table(
         words_counted (Optional[int]): distinct words in the corpus (for the report).
         total_occurrences (Optional[int]): word occurrences in the corpus (for the report).
         meta (Optional[Dict[str, Any]]): provenance stored in the table header.
+        counts (Optional[Mapping[str, int]]): corpus counts of every surface form (for the case
+            policy); default: the counts in ``words``.
 
     Returns:
         Tuple[AlignmentTable, Dict[str, Any]]: the table and the coverage report.
     """
     cfg = config or AlignmentBuildConfig()
+    case_counts: Mapping[str, int] = counts if counts is not None else dict(words)
     languages = list(dictionaries)
     dicts: Dict[str, List[BilingualDictionary]] = {
         lang: list(d) if isinstance(d, (list, tuple)) else [d] for lang, d in dictionaries.items()
@@ -106,6 +168,14 @@ def build_alignment_table(
             encode_cache[text] = ids
         return ids
 
+    def bare(text: str, ids: List[int]) -> Optional[List[int]]:
+        if not cfg.bare_forms:
+            return None
+        b = [int(i) for i in tokenizer.tokenize(text.strip())]
+        return b if b and b != ids and special.isdisjoint(b) else None
+
+    case_fallbacks = 0
+
     for word, count in words:
         occurrences_kept += count
         ids = encode(word)
@@ -113,11 +183,17 @@ def build_alignment_table(
             words_unencodable += 1
             continue
         translations: Dict[str, List[Translation]] = {}
+        fallback = cfg.case_fallback == "auto" and use_case_fallback(word, case_counts)
+        used_fallback = False
         for lang in languages:
             seen_ids = set()
             out: List[Translation] = []
             for d in dicts[lang]:
-                for text in d.lookup(word, cfg.case_fallback):
+                texts = d.lookup(word, case_fallback=False)
+                if not texts and fallback:
+                    texts = [recase(word, t) for t in d.lookup(word.lower(), case_fallback=False)]
+                    used_fallback = used_fallback or bool(texts)
+                for text in texts:
                     t_ids = encode(text)
                     if not cfg.keep_identical and (text == word or t_ids == ids):
                         per_lang[lang]["identical_skipped"] += 1
@@ -128,7 +204,7 @@ def build_alignment_table(
                     if tuple(t_ids) in seen_ids:
                         continue
                     seen_ids.add(tuple(t_ids))
-                    out.append(Translation(text, t_ids))
+                    out.append(Translation(text, t_ids, bare(text, t_ids)))
             if cfg.max_translations is not None:
                 out = out[: cfg.max_translations]
             if out:
@@ -137,6 +213,7 @@ def build_alignment_table(
                 per_lang[lang]["translations"] += len(out)
                 per_lang[lang]["occurrences_covered"] += count
         if translations:
+            case_fallbacks += int(used_fallback)
             words_with_any += 1
             occurrences_translated += count
         elif not cfg.keep_untranslated:
@@ -145,6 +222,8 @@ def build_alignment_table(
         existing = by_ids.get(key)
         if existing is None:
             entry = AlignmentEntry(word=word, count=count, ids=ids, translations=translations)
+            if word.lower() not in CLITIC_WORDS:
+                entry.bare_ids = bare(word, ids)
             by_ids[key] = entry
             entries.append(entry)
             continue
@@ -169,6 +248,8 @@ def build_alignment_table(
         "fraction_with_translation": words_with_any / n if n else 0.0,
         "entries": len(entries),
         "aliases_merged": aliases_merged,
+        "case_fallback": cfg.case_fallback,
+        "words_translated_via_lower_case": case_fallbacks,
         "words_unencodable": words_unencodable,
         "occurrences_total": total_occurrences,
         "occurrences_kept": occurrences_kept,
@@ -191,6 +272,12 @@ def build_alignment_table(
         source_language=cfg.source_language,
         meta=dict(meta or {}, coverage={k: v for k, v in report.items() if k != "dictionaries"}),
     )
+    if not entries:
+        names = ", ".join(f"{d.stats.language}:{d.stats.path}" for ds in dicts.values() for d in ds)
+        raise ValueError(
+            f"alignment table would have 0 entries: none of the {n} corpus words has a translation in "
+            f"{names or 'the dictionaries'} (case fallback {cfg.case_fallback})"
+        )
     table.validate()
     return table, report
 
@@ -230,7 +317,13 @@ def build_en_clone_table(
             by_ids[key].count += count
             continue
         clone = [int(i) for i in tokenizer.clone_ids(np.asarray(ids, dtype=np.int64))]
-        entry = AlignmentEntry(word, count, ids, {EN_CLONE_LANGUAGE: [Translation(word, clone)]})
+        bare = [int(i) for i in tokenizer.tokenize(word.strip())]
+        bare_ok = bool(bare) and bare != ids and special.isdisjoint(bare) and word.lower() not in CLITIC_WORDS
+        bare_clone = [int(i) for i in tokenizer.clone_ids(np.asarray(bare, dtype=np.int64))] if bare_ok else None
+        entry = AlignmentEntry(
+            word, count, ids, {EN_CLONE_LANGUAGE: [Translation(word, clone, bare_clone)]},
+            bare_ids=bare if bare_ok else None,
+        )
         by_ids[key] = entry
         entries.append(entry)
     table = AlignmentTable(
@@ -272,6 +365,13 @@ def format_coverage(report: Mapping[str, Any]) -> str:
                if s.get("unencodable_skipped") else "")
             + f"occurrences covered: {pct(s['fraction_of_occurrences'])}"
         )
+    reach = report.get("reach")
+    if reach:
+        lines.append(
+            f"reachable by codeswitching (the pass's matcher over {reach['documents']} documents): "
+            f"{reach['reachable']} of {reach['table_word_occurrences']} table-word occurrences found by NLTK "
+            f"({pct(reach['fraction_reachable'])})"
+        )
     for d in report.get("dictionaries", []):
         lines.append(
             f"  dictionary {d['language']}:{d['path']} ({d['format']}): {d['pairs']} pairs, "
@@ -279,3 +379,43 @@ def format_coverage(report: Mapping[str, Any]) -> str:
             + (f", e.g. {d['malformed_examples'][0]}" if d["malformed_examples"] else "")
         )
     return "\n".join(lines)
+
+
+def measure_reach(table: AlignmentTable, tokenizer: Any, documents: Iterable[str]) -> Dict[str, Any]:
+    """What codeswitching can reach, measured with the pass's own matcher.
+
+    Each document is tokenized and run through the C++ codeswitcher at ratio 1 (every whole-word
+    match of a table source is substituted), with the tokenizer's word boundaries; the matches
+    are counted against the occurrences of the table's words that NLTK finds in the same
+    documents (:func:`~megatron_prealign.alignment.words.words_of`).
+
+    Args:
+        table (AlignmentTable): the table (built for ``tokenizer``).
+        tokenizer: its ``PreAlignTokenizer``.
+        documents (Iterable[str]): sample documents.
+
+    Returns:
+        Dict[str, Any]: ``documents``, ``table_word_occurrences`` (NLTK), ``reachable`` (matches
+        of the pass), ``fraction_reachable``.
+    """
+    from megatron_prealign.alignment.boundaries import word_boundaries
+    from megatron_prealign.alignment.words import words_of
+    from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher
+
+    switcher = Codeswitcher(
+        table, tokenizer.word_start_mask(), CodeswitchConfig(ratio=1.0), tokenizer.special_ids,
+        word_boundaries(tokenizer),
+    )
+    surface = {e.word for e in table} | {a for e in table for a in e.aliases}
+    n_docs = occurrences = 0
+    for i, text in enumerate(documents):
+        n_docs += 1
+        occurrences += sum(1 for w in words_of(text) if w in surface)
+        switcher.apply(np.asarray(tokenizer.tokenize(text), dtype=np.int32), i)
+    reachable = switcher.applied_stats().substituted
+    return {
+        "documents": n_docs,
+        "table_word_occurrences": occurrences,
+        "reachable": reachable,
+        "fraction_reachable": reachable / occurrences if occurrences else 0.0,
+    }

@@ -11,6 +11,11 @@
   which is line-based: lines with a tab are split on tabs, others on whitespace — so MUSE files
   and tab-separated files of any extension both load.
 
+Compressed files (gzip, bzip2, xz) are read as such, recognised by their magic bytes (whatever
+the extension); ``auto`` looks at the extension under ``.gz``/``.bz2``/``.xz``
+(``en-de.tsv.gz`` is TSV). A file with no usable line (empty, binary, the wrong format) is a
+one-line error naming the file.
+
 Malformed lines (wrong number of fields, empty word, invalid JSON or UTF-8, missing keys) are counted
 and reported with ``file:line`` examples; ``strict=True`` raises on the first one. A header
 line (``src<TAB>tgt``, ``source target``, ``en de``, ``word translation``...) is skipped.
@@ -19,7 +24,11 @@ Translations keep file order; duplicates of a (source, translation) pair are dro
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
+import lzma
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
@@ -87,15 +96,11 @@ class BilingualDictionary:
     stats: DictionaryStats
     """Reading statistics."""
 
-    def __post_init__(self) -> None:
-        lower: Dict[str, List[str]] = {}
-        for src, tgts in self.entries.items():
-            bucket = lower.setdefault(src.lower(), [])
-            bucket.extend(t for t in tgts if t not in bucket)
-        self._lower = lower
-
     def lookup(self, word: str, case_fallback: bool = True) -> List[str]:
-        """Translations of ``word``: exact match, else (``case_fallback``) of its lower case.
+        """Translations of ``word``: exact match, else (``case_fallback``) those of its lower
+        case ``word.lower()`` exactly, never a case-insensitive match (``US<TAB>USA`` does not
+        translate ``us``). Translations are returned as written; the build's case policy
+        (:mod:`megatron_prealign.alignment.build`) decides when the fallback applies and recases.
 
         Returns:
             List[str]: possibly empty.
@@ -103,8 +108,8 @@ class BilingualDictionary:
         found = self.entries.get(word)
         if found:
             return list(found)
-        if case_fallback:
-            return list(self._lower.get(word.lower(), []))
+        if case_fallback and word.lower() != word:
+            return list(self.entries.get(word.lower(), []))
         return []
 
     def __len__(self) -> int:
@@ -121,6 +126,20 @@ def parse_dictionary_spec(spec: str) -> Tuple[str, str]:
     if not sep or not lang or not path or "/" in lang:
         raise ValueError(f"--dictionary {spec!r}: expected LANG:PATH, e.g. de:dicts/en-de.txt")
     return lang, path
+
+
+_MAGIC = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+
+
+def _open_binary(path: str) -> io.BufferedIOBase:
+    """Open ``path`` for reading bytes, decompressing gzip/bzip2/xz by their magic bytes."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    for magic, opener in _MAGIC:
+        if head.startswith(magic):
+            return opener(path, "rb")
+    return open(path, "rb")
 
 
 def _is_header(fields: List[str], language: str) -> bool:
@@ -151,9 +170,12 @@ def read_dictionary(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--dictionary {language}:{path}: no such file")
     if fmt == "auto":
+        name = path
+        while name.endswith(_COMPRESSED_SUFFIXES):
+            name = name.rsplit(".", 1)[0]
         fmt = (
-            "prealign-jsonl" if path.endswith((".jsonl", ".json"))
-            else "tsv" if path.endswith(".tsv") else "muse"
+            "prealign-jsonl" if name.endswith((".jsonl", ".json"))
+            else "tsv" if name.endswith(".tsv") else "muse"
         )
     stats = DictionaryStats(path=path, language=language, format=fmt)
     entries: Dict[str, List[str]] = {}
@@ -176,8 +198,8 @@ def read_dictionary(
                 stats.pairs += 1
 
     first_content = True
-    with open(path, "rb") as f:
-        for lineno, raw_bytes in enumerate(f, 1):
+    with _open_binary(path) as f:
+        for lineno, raw_bytes in enumerate(_lines(f, path), 1):
             try:
                 raw = raw_bytes.decode("utf-8")
             except UnicodeDecodeError as e:  # a Latin-1 file: name the file and line
@@ -238,4 +260,18 @@ def read_dictionary(
                 continue
             first_content = False
             add(fields[0], [fields[1]])
+    if not entries:
+        example = f"; e.g. {stats.malformed_examples[0]}" if stats.malformed_examples else ""
+        raise ValueError(
+            f"--dictionary {language}:{path}: no usable {fmt} line ({stats.lines} non-empty lines, "
+            f"{stats.malformed} malformed{example})"
+        )
     return BilingualDictionary(language=language, entries=entries, stats=stats)
+
+
+def _lines(f: io.BufferedIOBase, path: str):
+    """Lines of a (decompressed) file; a corrupt compressed stream is a one-line error."""
+    try:
+        yield from f
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise ValueError(f"--dictionary {path}: cannot decompress ({e})") from None

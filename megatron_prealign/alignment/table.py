@@ -24,6 +24,10 @@ Field meanings (stable; the codeswitcher and the pre-alignment word sampler read
   ``ids`` is the word-initial form of ``text``. A language may be absent for a word.
 * ``aliases``: other source surface forms whose token ids are identical to ``ids`` (normalising
   tokenizers) and whose translations were merged into this entry.
+* ``bare_ids`` (optional, on entries and on translations): token ids of the form without a
+  leading space (``tokenizer.tokenize(word)``), as the word appears at the start of a document
+  or after a newline, tab, quote or bracket; present only where it differs from ``ids`` (GPT-2
+  style tokenizers). The codeswitcher substitutes bare source forms by bare translation forms.
 
 Every id is in ``[0, vocab_size)`` (checked by :meth:`AlignmentTable.validate`).
 """
@@ -51,9 +55,15 @@ class Translation:
     ids: List[int]
     """Token ids of its word-initial form (``encode_word(text)``)."""
 
+    bare_ids: Optional[List[int]] = None
+    """Token ids without a leading space (``tokenize(text)``); None when equal to ``ids``."""
+
     def to_json(self) -> Dict[str, Any]:
-        """JSON object ``{"text", "ids"}``."""
-        return {"text": self.text, "ids": [int(i) for i in self.ids]}
+        """JSON object ``{"text", "ids"[, "bare_ids"]}``."""
+        obj: Dict[str, Any] = {"text": self.text, "ids": [int(i) for i in self.ids]}
+        if self.bare_ids:
+            obj["bare_ids"] = [int(i) for i in self.bare_ids]
+        return obj
 
 
 @dataclass
@@ -75,6 +85,10 @@ class AlignmentEntry:
     aliases: List[str] = field(default_factory=list)
     """Other surface forms with identical ``ids`` merged into this entry."""
 
+    bare_ids: Optional[List[int]] = None
+    """Token ids of ``word`` without a leading space (``tokenize(word)``); None when equal to
+    ``ids`` or when the word has no usable bare form."""
+
     def to_json(self) -> Dict[str, Any]:
         """JSON object of one table line."""
         obj: Dict[str, Any] = {
@@ -87,6 +101,8 @@ class AlignmentEntry:
         }
         if self.aliases:
             obj["aliases"] = list(self.aliases)
+        if self.bare_ids:
+            obj["bare_ids"] = [int(i) for i in self.bare_ids]
         return obj
 
     @classmethod
@@ -97,10 +113,17 @@ class AlignmentEntry:
             count=int(obj.get("count", 0)),
             ids=[int(i) for i in obj["ids"]],
             translations={
-                str(lang): [Translation(str(t["text"]), [int(i) for i in t["ids"]]) for t in ts]
+                str(lang): [
+                    Translation(
+                        str(t["text"]), [int(i) for i in t["ids"]],
+                        [int(i) for i in t["bare_ids"]] if t.get("bare_ids") else None,
+                    )
+                    for t in ts
+                ]
                 for lang, ts in obj.get("translations", {}).items()
             },
             aliases=[str(a) for a in obj.get("aliases", [])],
+            bare_ids=[int(i) for i in obj["bare_ids"]] if obj.get("bare_ids") else None,
         )
 
 
@@ -171,7 +194,7 @@ class AlignmentTable:
         for entry in self.entries:
             if not entry.ids:
                 raise ValueError(f"{where}: word {entry.word!r} has no token ids")
-            bad = [i for i in entry.ids if not 0 <= i < v]
+            bad = [i for i in list(entry.ids) + list(entry.bare_ids or []) if not 0 <= i < v]
             if bad:
                 raise ValueError(f"{where}: word {entry.word!r}: id {bad[0]} outside vocab_size {v}")
             for lang, ts in entry.translations.items():
@@ -180,7 +203,7 @@ class AlignmentTable:
                 for t in ts:
                     if not t.ids:
                         raise ValueError(f"{where}: word {entry.word!r} ({lang} {t.text!r}) has no token ids")
-                    bad = [i for i in t.ids if not 0 <= i < v]
+                    bad = [i for i in list(t.ids) + list(t.bare_ids or []) if not 0 <= i < v]
                     if bad:
                         raise ValueError(
                             f"{where}: word {entry.word!r} ({lang} {t.text!r}): id {bad[0]} outside vocab_size {v}"

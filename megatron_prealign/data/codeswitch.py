@@ -21,10 +21,28 @@ specification both follow:
 
 Words.
     Position ``p`` of a document opens a word iff ``p == 0``, or ``word_start_mask[t[p]]``, or
-    ``t[p]`` is a special token, or ``t[p-1]`` is a special token (special tokens such as EOD
-    are words of their own). A word runs from its opening position up to, not including, the
-    next opening position or the end of the document: a run cut by the document end *is* the
-    full word, and a word never crosses a document boundary.
+    ``t[p]`` is a special token, or ``t[p-1]`` is a special token or an *opener* (special tokens
+    such as EOD are words of their own; an opener is a token after which a bare, not
+    space-prefixed word may begin: a newline, tab, quote, bracket; see
+    :mod:`megatron_prealign.alignment.boundaries`). A word runs from its opening position up
+    to, not including, the next opening position or the end of the document: a run cut by the
+    document end *is* the full word, and a word never crosses a document boundary.
+
+Whole words (the table's word tokenizer).
+    A word ``[i, j)`` whose tokens equal a table source is substituted only if it *ends* there as
+    NLTK would split the text: ``j`` is the document end, or ``follow[t[j]]`` is ``FOLLOW_YES``,
+    or ``FOLLOW_IF_SPACE`` and ``t[j+1]`` (or the document end) leads with whitespace or a split
+    character, or ``FOLLOW_IF_NOT_DIGIT`` and ``t[j+1]`` does not lead with a digit. So ``can`` in
+    ``can't``, ``e`` in ``e.g.``, ``J`` in ``J.P.`` and ``well`` in ``well-known`` are never
+    replaced; ``John`` in ``John's`` is. Without boundaries (synthetic vocabularies) every token
+    ends a word and only special tokens are openers.
+
+Bare forms.
+    A word at the start of a document or after an opener is tokenized without its leading space
+    (GPT-2: ``The`` rather than ``ĠThe``). Table entries carry that form as ``bare_ids`` (and
+    each translation its ``bare_ids``): the bare source sequence is a candidate of its own whose
+    translations are the bare translation forms, so ``\nThe`` becomes ``\nDie``, not
+    ``\n Die``. A bare source that equals a space-form source of any entry is left out.
 
 Candidates.
     A word is a candidate iff its token sequence equals the ``ids`` of a table entry that has at
@@ -48,7 +66,7 @@ Randomness (counter-based; output depends only on seed, document index and word 
         G     = 0x9E3779B97F4A7C15
         key_d = mix64(mix64(seed + G) ^ d)
         h     = mix64(key_d + (o + 1) * G)
-        substitute iff the word is a candidate and (h >> 11) * 2**-53 < ratio   (exact doubles)
+        substitute iff the word is a candidate, ends a whole word, and (h >> 11) * 2**-53 < ratio
         group       = groups[(mix64(h + G) * len(groups)) >> 64]       (a language, uniformly)
         translation = group[(mix64(h + 2 * G) * len(group)) >> 64]    (a translation, uniformly)
 
@@ -159,16 +177,45 @@ class CodeswitchStats:
         (the draw is independent of the word, so the drawn words are a uniform sample)."""
         return self.eligible * self.substituted / self.drawn if self.drawn else 0.0
 
+    @property
+    def substitution_ratio(self) -> float:
+        """Words substituted / reachable table words (whole-word matches; estimated, see
+        :attr:`estimated_candidates`); 0 when nothing was drawn."""
+        reach = self.estimated_candidates
+        return self.substituted / reach if reach else 0.0
+
     def describe(self) -> str:
-        """One log line with the realised rates."""
+        """One log line with the substitution count and the realised rates."""
         words = self.substituted / self.words if self.words else 0.0
         coverage = self.estimated_candidates / self.words if self.words else 0.0
         langs = ", ".join(f"{k}={v}" for k, v in sorted(self.per_language.items()))
         return (
             f"{self.documents} documents, {self.input_tokens} -> {self.output_tokens} tokens, "
-            f"{self.words} words, {self.substituted} substituted ({100 * words:.3f}% of words; "
-            f"{langs or 'none'}); the table covers ~{100 * coverage:.1f}% of words"
+            f"{self.words} token-level words, {self.substituted} substituted "
+            f"(ratio {self.substitution_ratio:.4f} of ~{self.estimated_candidates:.0f} reachable table words; "
+            f"{100 * words:.3f}% of token-level words; {langs or 'none'}); reachable table words are "
+            f"~{100 * coverage:.1f}% of token-level words"
         )
+
+    def check(self, ratio: float, where: str) -> None:
+        """No silent nothing: raise when a pass that should have substituted did not.
+
+        Substituting nothing is an error when ``ratio > 0`` and the expected number of drawn
+        words (``eligible * ratio``) is at least 20 (the chance of drawing none is then below
+        ``e**-20``); otherwise (ratio 0, an empty or tiny input) a warning with the counts.
+
+        Raises:
+            ValueError: one line naming ``where``.
+        """
+        if self.substituted:
+            return
+        msg = (
+            f"{where}: codeswitching substituted nothing ({self.words} token-level words, "
+            f"{self.eligible} starting like a table word, {self.drawn} drawn, ratio {ratio})"
+        )
+        if ratio > 0 and self.eligible * ratio >= 20:
+            raise ValueError(msg + ": does the alignment table belong to this tokenizer and corpus?")
+        logger.warning("%s", msg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,28 +272,19 @@ def _merged_candidates(
     where = getattr(table, "path", None) or "alignment table"
     special_set = frozenset(np.flatnonzero(special).tolist())
     merged: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]] = {}
+    merged_bare: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]] = {}
     for entry in _table_entries(table):
         key = tuple(map(int, entry.ids))
         _validate_ids(key, vocab_size, where, lambda: f"word {getattr(entry, 'word', None)!r}")
-        per_lang = merged.setdefault(key, {})
-        for lang, translations in entry.translations.items():
-            for tr in translations:
-                ids = tuple(map(int, tr.ids))
-
-                def what() -> str:
-                    return f"translation {getattr(tr, 'text', None)!r} ({lang}) of word {getattr(entry, 'word', None)!r}"
-
-                if not ids:
-                    raise ValueError(f"{where}: {what()} has no token ids")
-                _validate_ids(ids, vocab_size, where, what)
-                if not special_set.isdisjoint(ids):
-                    bad = next(t for t in ids if t in special_set)
-                    raise ValueError(f"{where}: {what()} contains special token id {bad}")
-                if lang not in allowed_set:
-                    continue
-                lst = per_lang.setdefault(lang, [])
-                if ids not in lst:
-                    lst.append(ids)
+        _add_translations(entry, key, "ids", merged, allowed_set, vocab_size, special_set, where)
+        bare = getattr(entry, "bare_ids", None)
+        if bare:
+            bare_key = tuple(map(int, bare))
+            _validate_ids(bare_key, vocab_size, where, lambda: f"bare form of word {getattr(entry, 'word', None)!r}")
+            _add_translations(entry, bare_key, "bare_ids", merged_bare, allowed_set, vocab_size, special_set, where)
+    for key, per_lang in merged_bare.items():
+        if key not in merged:  # a bare form equal to some space form (SentencePiece) is not added
+            merged[key] = per_lang
     candidates: Dict[Tuple[int, ...], List[List[Tuple[int, ...]]]] = {}
     group_langs: Dict[Tuple[int, ...], List[str]] = {}
     for key, per_lang in merged.items():
@@ -257,6 +295,41 @@ def _merged_candidates(
             candidates[key] = [per_lang[lang] for lang in langs]
             group_langs[key] = langs
     return candidates, group_langs, allowed
+
+
+def _add_translations(
+    entry: Any,
+    key: Tuple[int, ...],
+    form: str,
+    merged: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]],
+    allowed_set: set,
+    vocab_size: int,
+    special_set: frozenset,
+    where: str,
+) -> None:
+    """Merge ``entry``'s translations (their ``form`` ids: ``ids`` or ``bare_ids``) under ``key``."""
+    per_lang = merged.setdefault(key, {})
+    for lang, translations in entry.translations.items():
+        for tr in translations:
+            raw = getattr(tr, form, None)
+            if form == "bare_ids" and not raw:
+                continue  # a translation without a bare form is not used word-initially
+            ids = tuple(map(int, raw))
+
+            def what() -> str:
+                return f"translation {getattr(tr, 'text', None)!r} ({lang}) of word {getattr(entry, 'word', None)!r}"
+
+            if not ids:
+                raise ValueError(f"{where}: {what()} has no token ids")
+            _validate_ids(ids, vocab_size, where, what)
+            if not special_set.isdisjoint(ids):
+                bad = next(t for t in ids if t in special_set)
+                raise ValueError(f"{where}: {what()} contains special token id {bad}")
+            if lang not in allowed_set:
+                continue
+            lst = per_lang.setdefault(lang, [])
+            if ids not in lst:
+                lst.append(ids)
 
 
 def _as_masks(word_start_mask: np.ndarray, special_ids: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
@@ -270,6 +343,21 @@ def _as_masks(word_start_mask: np.ndarray, special_ids: Sequence[int]) -> Tuple[
             raise ValueError(f"special token id {s} is outside the vocabulary (size {ws.size})")
         special[s] = 1
     return ws, special
+
+
+def _boundary_arrays(boundaries: Any, special: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(opener, follow, lead) uint8 per id; special tokens are openers that end a word."""
+    from megatron_prealign.alignment.boundaries import FOLLOW_YES, LEAD_SPACE, WordBoundaries
+
+    vocab = special.size
+    b = boundaries if boundaries is not None else WordBoundaries.permissive(vocab)
+    if b.vocab_size != vocab:
+        raise ValueError(f"word boundaries cover {b.vocab_size} token ids, the vocabulary has {vocab}")
+    sp = special.astype(bool)
+    opener = np.where(sp, 1, b.opener).astype(np.uint8)
+    follow = np.where(sp, FOLLOW_YES, b.follow).astype(np.uint8)
+    lead = np.where(sp, LEAD_SPACE, b.lead).astype(np.uint8)
+    return opener, follow, lead
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +384,7 @@ def reference_codeswitch(
     word_start_mask: np.ndarray,
     config: CodeswitchConfig,
     special_ids: Sequence[int] = (),
+    boundaries: Any = None,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Pure-Python twin of :meth:`Codeswitcher.apply` (slow; for tests and as the spec).
 
@@ -306,13 +395,19 @@ def reference_codeswitch(
         word_start_mask: bool per vocabulary id, true for tokens that open a word.
         config: ratio, mode, seed and languages.
         special_ids: ids that form a word on their own and are never replaced (EOD, pad).
+        boundaries: the tokenizer's :class:`~megatron_prealign.alignment.boundaries.WordBoundaries`
+            (None: every token ends a word, only special tokens are openers).
 
     Returns:
         ``(tokens int32, mask uint8)`` of equal length.
     """
     ws, special = _as_masks(word_start_mask, special_ids)
+    opener, follow, lead = _boundary_arrays(boundaries, special)
     candidates, _, _ = _merged_candidates(table, ws.size, special, config.languages)
-    return _reference_document(tokens, doc_index, candidates, ws.tolist(), special.tolist(), config)
+    return _reference_document(
+        tokens, doc_index, candidates, ws.tolist(), special.tolist(), config,
+        opener.tolist(), follow.tolist(), lead.tolist(),
+    )
 
 
 def _reference_document(
@@ -322,16 +417,31 @@ def _reference_document(
     ws: Sequence[int],
     special: Sequence[int],
     config: CodeswitchConfig,
+    opener: Sequence[int],
+    follow: Sequence[int],
+    lead: Sequence[int],
 ) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`reference_codeswitch` after the table is merged (``_merged_candidates``); ``ws`` and
-    ``special`` are per-id flags (lists are fastest)."""
+    """:func:`reference_codeswitch` after the table is merged (``_merged_candidates``); ``ws``,
+    ``special``, ``opener``, ``follow`` and ``lead`` are per-id flags (lists are fastest)."""
+    from megatron_prealign.alignment.boundaries import FOLLOW_IF_SPACE, FOLLOW_NO, FOLLOW_YES, LEAD_DIGIT, LEAD_SPACE, LEAD_SPLIT
+
     vocab = len(ws)
     toks = [int(t) for t in np.asarray(tokens).reshape(-1)]
     for pos, t in enumerate(toks):
         if not (0 <= t < vocab):
             raise ValueError(f"document {doc_index}: token id {t} at position {pos} is outside the vocabulary (size {vocab})")
     n = len(toks)
-    starts = [p for p in range(n) if p == 0 or ws[toks[p]] or special[toks[p]] or special[toks[p - 1]]]
+    starts = [p for p in range(n) if p == 0 or ws[toks[p]] or special[toks[p]] or opener[toks[p - 1]]]
+
+    def ends_word(j: int) -> bool:
+        if j >= n:
+            return True
+        f = follow[toks[j]]
+        if f == FOLLOW_YES or f == FOLLOW_NO:
+            return f == FOLLOW_YES
+        nxt = LEAD_SPACE if j + 1 >= n else lead[toks[j + 1]]
+        return nxt in (LEAD_SPACE, LEAD_SPLIT) if f == FOLLOW_IF_SPACE else nxt != LEAD_DIGIT
+
     out: List[int] = []
     mask: List[int] = []
     masked = 0 if config.mode == "input-only" else 1
@@ -339,7 +449,7 @@ def _reference_document(
         end = starts[i + 1] if i + 1 < len(starts) else n
         word = tuple(toks[begin:end])
         groups = None if (len(word) == 1 and special[word[0]]) else candidates.get(word)
-        if groups is not None:
+        if groups is not None and ends_word(end):
             h = _word_draw(config.seed, int(doc_index), begin)
             if (h >> 11) * 2.0**-53 < config.ratio:
                 group = groups[(_mix64(h + _GOLDEN) * len(groups)) >> 64]
@@ -426,6 +536,14 @@ class Codeswitcher:
         config: ratio, mode, seed and languages.
         special_ids: token ids that are words of their own and never replaced (pass the
             tokenizer's EOD and pad).
+        boundaries: the tokenizer's word boundaries
+            (:func:`megatron_prealign.alignment.boundaries.word_boundaries`): whole NLTK words
+            only, and bare words after newlines, quotes, brackets. None: the id-level
+            segmentation alone (synthetic vocabularies without text).
+
+    Raises:
+        ValueError: the table has no source sequence with a translation into an allowed
+            language (nothing could ever be substituted; names the table).
     """
 
     def __init__(
@@ -434,11 +552,24 @@ class Codeswitcher:
         word_start_mask: np.ndarray,
         config: CodeswitchConfig,
         special_ids: Sequence[int] = (),
+        boundaries: Any = None,
     ) -> None:
+        import threading
+
         self.config = config
         self._ws, self._special = _as_masks(word_start_mask, special_ids)
+        self._opener, self._follow, self._lead = _boundary_arrays(boundaries, self._special)
         self._compiled = _compile(table, self._ws, self._special, config.languages)
+        if self.num_candidates == 0:
+            raise ValueError(
+                f"{getattr(table, 'path', None) or 'alignment table'}: no entry has a translation"
+                + (f" into {', '.join(config.languages)}" if config.languages else "")
+                + ": codeswitching would substitute nothing"
+            )
         self._engine = self._build_engine()
+        self._lock = threading.Lock()
+        self._totals = np.zeros(4 + len(self._compiled.languages), dtype=np.int64)
+        self._docs = [0, 0, 0]  # documents, input tokens, output tokens seen by apply()
         if self._compiled.unreachable_entries:
             logger.warning(
                 "%s: %d of %d source token sequences hold a word-start token after their first token "
@@ -490,16 +621,34 @@ class Codeswitcher:
             self.config.ratio,
             self.config.mode == "input-only",
             self.config.seed,
+            self._opener,
+            self._follow,
+            self._lead,
         )
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)
         del state["_engine"]
+        del state["_lock"]
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        import threading
+
         self.__dict__.update(state)
+        self._lock = threading.Lock()
         self._engine = self._build_engine()
+
+    def applied_stats(self) -> CodeswitchStats:
+        """Counts summed over every :meth:`apply` call of this object (thread-safe)."""
+        with self._lock:
+            c = self._totals.copy()
+            docs, n_in, n_out = self._docs
+        return CodeswitchStats(
+            documents=docs, input_tokens=n_in, output_tokens=n_out, words=int(c[0]), eligible=int(c[1]),
+            drawn=int(c[2]), substituted=int(c[3]),
+            per_language={lang: int(x) for lang, x in zip(self.languages, c[4:])},
+        )
 
     def apply(self, tokens: np.ndarray, doc_index: int) -> Tuple[np.ndarray, np.ndarray]:
         """Codeswitch one document.
@@ -513,7 +662,16 @@ class Codeswitcher:
             ``(tokens int32, mask uint8)`` of equal length; mask is 0 at substituted subwords in
             input-only mode.
         """
-        return self._engine.apply(np.ascontiguousarray(tokens, dtype=np.int32), int(doc_index))
+        arr = np.asarray(tokens)
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"document {doc_index}: token ids must be integers, got dtype {arr.dtype}")
+        out, mask, counts = self._engine.apply(arr, int(doc_index))
+        with self._lock:
+            self._totals += counts
+            self._docs[0] += 1
+            self._docs[1] += int(arr.size)
+            self._docs[2] += int(out.size)
+        return out, mask
 
     def process_dataset(
         self,
@@ -607,6 +765,17 @@ class Codeswitcher:
                 in_bin, tmp[0], tmp[2], np.ascontiguousarray(lengths), np.ascontiguousarray(pointers),
                 itemsize, int(threads), int(chunk_tokens), progress,
             )
+            stats = CodeswitchStats(
+                documents=int(lengths.size),
+                input_tokens=total_tokens,
+                output_tokens=int(new_lengths.astype(np.int64).sum()),
+                words=int(counts[0]),
+                eligible=int(counts[1]),
+                drawn=int(counts[2]),
+                substituted=int(counts[3]),
+                per_language={lang: int(c) for lang, c in zip(self.languages, counts[4:])},
+            )
+            stats.check(self.config.ratio, in_bin)  # before the rename: nothing is written on error
             _write_index(tmp[1], index.dtype, new_lengths, index)
             _write_index(tmp[3], np.dtype(np.uint8), new_lengths, index)
             for src, dst in zip(tmp, outputs):
@@ -615,16 +784,6 @@ class Codeswitcher:
             for p in tmp:
                 if os.path.exists(p):
                     os.remove(p)
-        stats = CodeswitchStats(
-            documents=int(lengths.size),
-            input_tokens=total_tokens,
-            output_tokens=int(new_lengths.astype(np.int64).sum()),
-            words=int(counts[0]),
-            eligible=int(counts[1]),
-            drawn=int(counts[2]),
-            substituted=int(counts[3]),
-            per_language={lang: int(c) for lang, c in zip(self.languages, counts[4:])},
-        )
         progress(total_tokens, int(lengths.size), force=True)
         logger.info("codeswitch done in %.1fs: %s", time.monotonic() - t0, stats.describe())
         return stats
@@ -752,6 +911,7 @@ def codeswitch_dataset(
     special_ids: Sequence[int] = (),
     chunk_tokens: int = 1 << 20,
     log_interval_s: float = 10.0,
+    boundaries: Any = None,
 ) -> CodeswitchStats:
     """Codeswitches an existing Megatron ``.bin/.idx`` dataset into a new one plus its loss mask.
 
@@ -767,9 +927,10 @@ def codeswitch_dataset(
         special_ids: ids that are words of their own, never replaced (EOD, pad).
         chunk_tokens: input tokens per unit of work.
         log_interval_s: seconds between progress log lines.
+        boundaries: the tokenizer's word boundaries (see :class:`Codeswitcher`).
 
     Returns:
         The pass's :class:`CodeswitchStats`.
     """
-    switcher = Codeswitcher(table, word_start_mask, config, special_ids)
+    switcher = Codeswitcher(table, word_start_mask, config, special_ids, boundaries)
     return switcher.process_dataset(input_prefix, output_prefix, threads, chunk_tokens, log_interval_s)

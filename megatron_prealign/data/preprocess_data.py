@@ -516,6 +516,12 @@ def preprocess(
                 f"nothing to write: {stats.records} record(s) read, {sum(stats.empty.values())} empty "
                 f"document(s), {stats.malformed} malformed record(s) skipped (check --input and --json-keys)"
             )
+        if codeswitcher is not None and hasattr(codeswitcher, "applied_stats"):
+            # No silent nothing: print the substitution count and ratio; substituting nothing
+            # where something was expected is an error before anything is published.
+            cs_stats = codeswitcher.applied_stats()
+            logger.info("codeswitching: %s", cs_stats.describe())
+            cs_stats.check(codeswitcher.config.ratio, "--codeswitch")
         # Finalize everything, then rename loss masks before texts: a text dataset never
         # appears without the mask it was written with (it would silently train unmasked).
         for w in list(mask_writers.values()) + list(writers.values()):
