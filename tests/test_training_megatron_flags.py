@@ -167,7 +167,8 @@ def test_train_samples_become_megatrons_iterations(samples, gbs, rampup):
                   " --lr-warmup-fraction 0.1 --prealign-mode none", world_size=1)
     assert args.train_iters == iters
     cfg = config_from_args(args, vocab_size=100)
-    assert cfg.optim.lr_decay_iters == -(-samples // gbs) and cfg.optim.lr_warmup_iters == round(0.1 * -(-samples // gbs))
+    assert cfg.optim.lr_decay_iters == iters  # the schedule ends with the last sample, as Megatron-LM's
+    assert cfg.optim.lr_warmup_iters == resolve_train_iters(int(0.1 * samples), gbs, rampup)
 
 
 def test_use_checkpoint_args_takes_the_model_shape(tmp_path):

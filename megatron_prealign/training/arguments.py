@@ -646,10 +646,14 @@ def config_from_args(args: argparse.Namespace, vocab_size: int, clone_base_vocab
     )
     gbs = args.global_batch_size
     if args.train_samples is not None:
-        # The schedule steps once per iteration; sample counts become iterations of the full batch.
-        decay_iters = -(-(args.lr_decay_samples or args.train_samples) // gbs)
-        warmup_iters = (round(args.lr_warmup_fraction * decay_iters) if args.lr_warmup_fraction is not None
-                        else -(-args.lr_warmup_samples // gbs))
+        # The schedule steps once per iteration: sample counts become the iterations that consume
+        # them (ramp-up included), so decay and warm-up end where Megatron-LM's sample-based ones do.
+        decay_samples = args.lr_decay_samples or args.train_samples
+        warmup_samples = (args.lr_warmup_fraction * decay_samples if args.lr_warmup_fraction is not None
+                          else args.lr_warmup_samples)
+        rampup = args.rampup_batch_size
+        decay_iters = resolve_train_iters(decay_samples, gbs, rampup)
+        warmup_iters = resolve_train_iters(int(warmup_samples), gbs, rampup) if warmup_samples else 0
     else:
         decay_iters = args.lr_decay_iters
         warmup_iters = (round(args.lr_warmup_fraction * (decay_iters or args.train_iters))
