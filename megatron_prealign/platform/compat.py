@@ -75,9 +75,11 @@ def missing_runtime_dependencies(version: Optional[str] = None) -> List[str]:
 def init_num_microbatches(rank: int, rampup_batch_size: Optional[List[int]], global_batch_size: int,
                           micro_batch_size: int, data_parallel_size: int) -> None:
     """``megatron.core.num_microbatches_calculator.init_num_microbatches_calculator`` with the
-    arguments every supported release takes (later ones add keyword-only extras)."""
+    arguments every supported release takes (later ones add keyword-only extras). Replaces a
+    calculator left by an earlier job in the same process (megatron-core refuses a second init)."""
     from megatron.core import num_microbatches_calculator as nmc
 
+    nmc.destroy_num_microbatches_calculator()
     nmc.init_num_microbatches_calculator(rank, rampup_batch_size, global_batch_size, micro_batch_size,
                                          data_parallel_size, False)
 
