@@ -92,7 +92,13 @@ from typing import List, Optional
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse flags, check inputs, initialise parallelism and train. Returns the exit status."""
     from megatron_prealign.tokenizer import build_tokenizer_from_args
-    from megatron_prealign.training.arguments import build_parser, config_from_args, parse_args, validate_args
+    from megatron_prealign.training.arguments import (
+        build_parser,
+        config_from_args,
+        noop_notices,
+        parse_args,
+        validate_args,
+    )
 
     parser = build_parser()
     args = parse_args(argv, parser)
@@ -107,6 +113,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed)
         validate_args(args, world_size=torch.distributed.get_world_size())
+        if torch.distributed.get_rank() == 0:
+            for notice in noop_notices(args):
+                print(notice, flush=True)
         clone_v = getattr(tokenizer, "base_vocab_size", None)
         if args.clone_perfect_init and clone_v is None:
             raise ValueError("--clone-perfect-init needs the En-Clone tokenizer (add --en-clone)")

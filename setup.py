@@ -38,8 +38,10 @@ setup(
         # through requirements/cpu-constraints.txt (an unpinned torch pulls GBs of CUDA wheels).
         "torch>=2.4",
         # 0.16.1 is the newest release installable on Python 3.11; >=0.17 needs Python 3.12.
-        # Version differences are confined to megatron_prealign/platform/compat.py.
-        "megatron-core>=0.16.1,<0.20",
+        # 0.20 is allowed; tests/test_compat_mcore_newer.py checks our imports, call keywords
+        # and config fields against the newest release on PyPI. Version differences are
+        # confined to megatron_prealign/platform/compat.py.
+        "megatron-core>=0.16.1,<0.21",
         "numpy>=1.24",
         "nltk>=3.8",
         "pybind11>=2.12",

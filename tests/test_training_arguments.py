@@ -26,13 +26,21 @@ def parse(extra: str, world_size: int = 1, base: str = BASE):
     return args
 
 
-def test_blend_syntax_is_megatrons():
-    assert parse_blend(["a"]) == (["a"], None)
-    assert parse_blend(["99", "en", "1", "tgt"]) == (["en", "tgt"], [99.0, 1.0])
-    with pytest.raises(ValueError, match="--data-path"):
-        parse_blend(["99", "en", "1"])
-    with pytest.raises(ValueError, match="not a weight"):
-        parse_blend(["en", "99", "tgt", "1"])
+@pytest.mark.parametrize("items", [
+    ["a"], ["99", "en", "1", "tgt"], ["en", "tgt"], ["a", "b", "c"], ["99", "en", "1"],
+    ["en", "99", "tgt", "1"], ["0.5", "x/en", "2e-1", "x/tgt"],
+])
+def test_blend_syntax_is_megatrons(items):
+    """Same answer as megatron-core's own get_blend_from_list (prefixes alone or weight-prefix pairs)."""
+    from megatron.core.datasets.utils import get_blend_from_list
+
+    prefixes, weights = get_blend_from_list(items)
+    assert parse_blend(items) == (list(prefixes), None if weights is None else [float(w) for w in weights])
+
+
+def test_blend_errors_name_the_flag():
+    with pytest.raises(ValueError, match="--data-path: 'tgt' is not a weight"):
+        parse_blend(["1", "en", "tgt", "x"])
     with pytest.raises(ValueError, match="positive"):
         parse_blend(["0", "en", "1", "tgt"])
 
@@ -129,8 +137,8 @@ def test_per_split_data_paths_convert_to_blend_per_split():
     ("", "give --data-path or --train-data-path"),
     ("--train-data-path t", "--eval-iters 100 needs validation data: add --valid-data-path"),
     ("--train-data-path t --valid-data-path v --split 98,2,0", "--split 98,2,0 applies to --data-path only"),
-    ("--train-data-path 1 t 2", "--train-data-path: expected one prefix or 'weight prefix' pairs"),
-    ("--train-data-path t --valid-data-path v 1 w 2", "--valid-data-path: 'v' is not a weight"),
+    ("--train-data-path 1 t x u", "--train-data-path: 'x' is not a weight"),
+    ("--train-data-path t --valid-data-path 1 v w 2", "--valid-data-path: 'w' is not a weight"),
 ])
 def test_bad_data_flags_name_the_flag(extra, message):
     with pytest.raises(ValueError, match=message) as err:

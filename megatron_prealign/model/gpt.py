@@ -56,6 +56,18 @@ class GPTModelConfig:
     """Std of the normal weight initialisation (``--init-method-std``)."""
     bf16: bool = False
     """Keep parameters in bfloat16 (``--bf16``)."""
+    fp16: bool = False
+    """Keep parameters in float16 (``--fp16``; loss scaling in the optimizer)."""
+    swiglu: bool = False
+    """Gated SiLU MLP (``--swiglu``)."""
+    num_query_groups: Optional[int] = None
+    """Key/value groups of grouped-query attention (``--num-query-groups``); ``None`` = one per head."""
+    recompute_granularity: Optional[str] = None
+    """``selective`` (core attention) or ``full`` (whole layers) activation recompute."""
+    recompute_method: Optional[str] = None
+    """``uniform`` or ``block`` with full recompute (``--recompute-method``)."""
+    recompute_num_layers: Optional[int] = None
+    """Layers per chunk (uniform) or per stage (block) with full recompute (``--recompute-num-layers``)."""
     sequence_parallel: bool = False
     """Megatron sequence parallelism (``--sequence-parallel``); needs TP > 1."""
     use_cpu_initialization: bool = True
@@ -116,8 +128,17 @@ def make_transformer_config(cfg: GPTModelConfig) -> TransformerConfig:
     fused = resolve_transformer_impl(cfg.transformer_impl) == "transformer_engine"
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
-    dtype = torch.bfloat16 if cfg.bf16 else torch.float32
+    dtype = torch.bfloat16 if cfg.bf16 else torch.float16 if cfg.fp16 else torch.float32
+    extra = {}
+    if cfg.swiglu:
+        extra.update(gated_linear_unit=True, activation_func=torch.nn.functional.silu)
     return TransformerConfig(
+        **extra,
+        num_query_groups=cfg.num_query_groups,
+        recompute_granularity=cfg.recompute_granularity,
+        recompute_method=cfg.recompute_method,
+        recompute_num_layers=cfg.recompute_num_layers,
+        fp16=cfg.fp16,
         num_layers=cfg.num_layers,
         hidden_size=cfg.hidden_size,
         num_attention_heads=cfg.num_attention_heads,

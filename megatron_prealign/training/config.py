@@ -26,6 +26,8 @@ class ParallelConfig:
     """Tensor-parallel ranks (``--tensor-model-parallel-size``)."""
     pipeline_model_parallel_size: int = 1
     """Pipeline stages (``--pipeline-model-parallel-size``)."""
+    overlap_grad_reduce: bool = False
+    """Overlap the data-parallel gradient reduce with the backward (``--overlap-grad-reduce``)."""
 
 
 Blend = Tuple[List[str], Optional[List[float]]]
@@ -92,11 +94,13 @@ class OptimConfig:
     """Peak learning rate (``--lr``)."""
     min_lr: float = 0.0
     """Final learning rate of the decay (``--min-lr``)."""
-    lr_decay_style: str = "cosine"
+    lr_decay_style: str = "linear"
     """``constant``, ``linear``, ``cosine``, ``inverse-square-root`` or ``WSD`` (``--lr-decay-style``)."""
     lr_warmup_iters: int = 0
     """Linear warm-up iterations (``--lr-warmup-iters``); with the ``separate`` PreAlign schedule,
     of the LM stage (counted from its first iteration)."""
+    lr_warmup_init: float = 0.0
+    """Learning rate the warm-up starts from (``--lr-warmup-init``)."""
     lr_decay_iters: Optional[int] = None
     """Iterations the decay spans (``--lr-decay-iters``); ``None`` means the LM stage's length
     (``train_iters`` minus the alignment stage under the ``separate`` schedule, else
@@ -111,6 +115,20 @@ class OptimConfig:
     """Adam epsilon (``--adam-eps``)."""
     clip_grad: float = 1.0
     """Global gradient-norm clip; 0 disables it (``--clip-grad``)."""
+    fp16: bool = False
+    """float16 training with loss scaling (``--fp16``)."""
+    loss_scale: Optional[float] = None
+    """Static loss scale (``--loss-scale``); ``None`` = dynamic scaling with fp16."""
+    initial_loss_scale: float = 2.0 ** 32
+    """Initial dynamic loss scale (``--initial-loss-scale``)."""
+    min_loss_scale: float = 1.0
+    """Lowest dynamic loss scale (``--min-loss-scale``)."""
+    loss_scale_window: float = 1000
+    """Iterations without overflow before the dynamic scale doubles (``--loss-scale-window``)."""
+    hysteresis: int = 2
+    """Overflows tolerated before the dynamic scale halves (``--hysteresis``)."""
+    use_distributed_optimizer: bool = False
+    """Shard optimizer state over data-parallel ranks (``--use-distributed-optimizer``; CUDA)."""
 
 
 @dataclass
@@ -135,6 +153,15 @@ class TrainingConfig:
     """Validation batches per evaluation (``--eval-iters``)."""
     exit_interval: Optional[int] = None
     """Stop (after saving) when the iteration is a multiple of this (``--exit-interval``)."""
+    exit_duration_in_mins: Optional[int] = None
+    """Save and stop once the job has run this many minutes (``--exit-duration-in-mins``)."""
+    exit_signal_handler: bool = True
+    """SIGTERM saves a checkpoint after the current iteration and exits with status 0
+    (``--no-exit-signal-handler`` turns it off)."""
+    rampup_batch_size: Optional[List[int]] = None
+    """``[start, increment, samples]`` global-batch ramp-up (``--rampup-batch-size``)."""
+    train_samples: Optional[int] = None
+    """The job's length in samples when given as ``--train-samples`` (``train_iters`` follows)."""
 
 
 @dataclass
@@ -209,6 +236,18 @@ class LoggingConfig:
 
     tensorboard_dir: Optional[str] = None
     """TensorBoard event directory (``--tensorboard-dir``); written by the last rank."""
+    log_loss_scale: bool = True
+    """Write ``loss-scale`` series (``--no-log-loss-scale-to-tensorboard`` turns it off)."""
+    log_world_size: bool = False
+    """Write ``world-size`` series (``--log-world-size-to-tensorboard``)."""
+    log_learning_rate: bool = True
+    """Write ``learning-rate`` series (``--no-log-learnig-rate-to-tensorboard`` turns it off)."""
+    wandb_project: Optional[str] = None
+    """Weights & Biases project (``--wandb-project``); ``None`` = no W&B."""
+    wandb_exp_name: Optional[str] = None
+    """W&B run name (``--wandb-exp-name``)."""
+    wandb_save_dir: Optional[str] = None
+    """W&B local directory (``--wandb-save-dir``, default ``{--save}/wandb``)."""
 
 
 @dataclass

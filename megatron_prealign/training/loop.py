@@ -118,24 +118,35 @@ def initialize_parallel(tensor_model_parallel_size: int, pipeline_model_parallel
     return dev
 
 
-def build_model(cfg: GPTModelConfig) -> List[DistributedDataParallel]:
-    """This rank's GPTModel wrapped in Megatron-Core DDP (fp32 grad buffers, no overlap).
+def build_model(cfg: GPTModelConfig, overlap_grad_reduce: bool = False, use_distributed_optimizer: bool = False
+                ) -> List[DistributedDataParallel]:
+    """This rank's GPTModel wrapped in Megatron-Core DDP (fp32 grad buffers).
 
-    With ``bf16`` the model is first wrapped in Megatron-Core's ``Float16Module`` (inputs cast to
-    bf16 on the first stage, outputs to fp32 on the last), as Megatron-LM does.
+    With ``bf16``/``fp16`` the model is first wrapped in Megatron-Core's ``Float16Module`` (inputs
+    cast on the first stage, outputs to fp32 on the last), as Megatron-LM does.
+
+    Args:
+        cfg: model shape and numerics.
+        overlap_grad_reduce: start each bucket's DP reduce during the backward; the schedule then
+            defers it to the last microbatch through ``config.no_sync_func`` (Megatron-LM's wiring).
+        use_distributed_optimizer: lay out the grad buffers for the distributed optimizer
+            (reduce-scatter instead of all-reduce); must match the optimizer's setting.
     """
     model = build_gpt_model(cfg)
-    if cfg.bf16:
+    if cfg.bf16 or cfg.fp16:
         from megatron.core.transformer.module import Float16Module
 
         model = Float16Module(model.config, model)
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
-        overlap_grad_reduce=False,
-        use_distributed_optimizer=False,
+        overlap_grad_reduce=overlap_grad_reduce,
+        use_distributed_optimizer=use_distributed_optimizer,
     )
     ddp = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
     ddp.broadcast_params()
+    if overlap_grad_reduce:
+        ddp.config.no_sync_func = ddp.no_sync
+        ddp.config.grad_sync_func = ddp.start_grad_sync
     return [ddp]
 
 
@@ -162,8 +173,14 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
         adam_eps=cfg.adam_eps,
         clip_grad=cfg.clip_grad,
         bf16=bf16,
-        params_dtype=torch.bfloat16 if bf16 else torch.float32,
-        use_distributed_optimizer=False,
+        fp16=cfg.fp16,
+        loss_scale=cfg.loss_scale,
+        initial_loss_scale=cfg.initial_loss_scale,
+        min_loss_scale=cfg.min_loss_scale,
+        loss_scale_window=cfg.loss_scale_window,
+        hysteresis=cfg.hysteresis,
+        params_dtype=torch.bfloat16 if bf16 else torch.float16 if cfg.fp16 else torch.float32,
+        use_distributed_optimizer=cfg.use_distributed_optimizer,
     )
     optimizer = get_megatron_optimizer(opt_config, model)
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
@@ -173,7 +190,7 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
             name="all", start=0, iters=train_iters, lr=cfg.lr, min_lr=cfg.min_lr,
             warmup_iters=cfg.lr_warmup_iters,
             decay_iters=cfg.lr_decay_iters if cfg.lr_decay_iters is not None else train_iters,
-            decay_style=cfg.lr_decay_style,
+            decay_style=cfg.lr_decay_style, warmup_init=cfg.lr_warmup_init,
         )
     return optimizer, build_scheduler(optimizer, segment, cfg.weight_decay)
 
@@ -191,7 +208,7 @@ def build_scheduler(optimizer: Any, segment: ScheduleSegment, weight_decay: floa
         group["min_lr"] = segment.min_lr
     return OptimizerParamScheduler(
         optimizer,
-        init_lr=0.0 if segment.warmup_iters > 0 else segment.lr,
+        init_lr=segment.warmup_init if segment.warmup_iters > 0 else segment.lr,
         max_lr=segment.lr,
         min_lr=segment.min_lr,
         lr_warmup_steps=segment.warmup_iters,

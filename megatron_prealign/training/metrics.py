@@ -10,6 +10,11 @@ One line every ``--log-interval`` iterations, averaged over the interval::
 ``tokens per second`` counts LM training tokens (global batch x sequence length per iteration
 with an LM loss); alignment-only iterations add their time but no tokens. The last rank (which
 holds the LM head, as in Megatron-LM's ``print_rank_last``) prints and writes TensorBoard events.
+
+TensorBoard series carry Megatron-LM's names, each also ``... vs samples`` (x = consumed
+samples): the losses, ``learning-rate``, ``batch-size``, ``loss-scale``, ``world-size`` (when
+asked), ``grad-norm``; validation ``lm loss validation`` (and ``... ppl``). With a W&B project
+and ``wandb`` importable the same scalars go to W&B (otherwise a one-line notice).
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import datetime
 import math
 import time
 from collections import defaultdict
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
-__all__ = ["IntervalLogger", "is_last_rank", "format_eta"]
+__all__ = ["IntervalLogger", "is_last_rank", "format_eta", "open_wandb"]
 
 
 def is_last_rank() -> bool:
@@ -30,6 +35,23 @@ def is_last_rank() -> bool:
     if not torch.distributed.is_initialized():
         return True
     return torch.distributed.get_rank() == torch.distributed.get_world_size() - 1
+
+
+def open_wandb(project: Optional[str], name: Optional[str], save_dir: Optional[str], config: Dict[str, Any],
+               printer: Callable[[str], None]) -> Any:
+    """A W&B run on the last rank, or ``None`` (no project, another rank, or no ``wandb``: notice)."""
+    if not project or not is_last_rank():
+        return None
+    try:
+        import wandb
+    except ImportError:
+        printer(f"notice: --wandb-project {project}: the wandb package is not importable; not logging to W&B")
+        return None
+    if save_dir:
+        import os
+
+        os.makedirs(save_dir, exist_ok=True)
+    return wandb.init(project=project, name=name, dir=save_dir, config=config)
 
 
 def format_eta(seconds: float) -> str:
@@ -50,10 +72,15 @@ class IntervalLogger:
     """
 
     def __init__(self, train_iters: int, log_interval: int, tensorboard_dir: Optional[str] = None,
-                 printer=None) -> None:
+                 printer=None, wandb_run: Any = None, log_loss_scale: bool = True, log_world_size: bool = False,
+                 log_learning_rate: bool = True) -> None:
         self.train_iters = train_iters
         self.log_interval = log_interval
         self.printer = printer or (lambda s: print(s, flush=True))
+        self.wandb = wandb_run
+        self.log_loss_scale = log_loss_scale
+        self.log_world_size = log_world_size
+        self.log_learning_rate = log_learning_rate
         self.writer = None
         if tensorboard_dir and is_last_rank():
             from torch.utils.tensorboard import SummaryWriter
@@ -82,14 +109,23 @@ class IntervalLogger:
             self._sums[key] += value
             self._counts[key] += 1
 
-    def scalar(self, tag: str, value: float, iteration: int) -> None:
-        """Write one TensorBoard scalar (last rank only)."""
+    def scalar(self, tag: str, value: float, iteration: int, consumed_samples: Optional[int] = None) -> None:
+        """Write one TensorBoard scalar (last rank only), and ``tag vs samples`` when given."""
         if self.writer is not None:
             self.writer.add_scalar(tag, value, iteration)
+            if consumed_samples is not None:
+                self.writer.add_scalar(f"{tag} vs samples", value, consumed_samples)
+        if self.wandb is not None:
+            self.wandb.log({tag: value}, step=iteration)
 
     def emit(self, iteration: int, consumed_samples: int, stage: str, lr: float, global_batch_size: int,
-             grad_norm: Optional[float], extra: Optional[Dict[str, float]] = None) -> Optional[str]:
-        """Print the interval's line and write its scalars; reset the interval."""
+             grad_norm: Optional[float], extra: Optional[Dict[str, float]] = None,
+             loss_scale: Optional[float] = None, world_size: Optional[int] = None) -> Optional[str]:
+        """Print the interval's line and write its scalars; reset the interval.
+
+        ``loss_scale`` (fp16/bf16 optimizers) is printed and written as ``loss-scale``;
+        ``world_size`` is written as ``world-size`` when the logger was asked to.
+        """
         if self._iters == 0:
             return None
         ms = 1000.0 * self._elapsed / self._iters
@@ -108,6 +144,8 @@ class IntervalLogger:
         ]
         for key in sorted(means):
             parts.append(f"{key}: {means[key]:.6E}")
+        if loss_scale is not None:
+            parts.append(f"loss scale: {loss_scale:.1f}")
         if grad_norm is not None:
             parts.append(f"grad norm: {grad_norm:.3f}")
         for key, value in (extra or {}).items():
@@ -118,19 +156,28 @@ class IntervalLogger:
         line = " | ".join(parts) + " |"
         if is_last_rank():
             self.printer(line)
+        series: Dict[str, float] = dict(means)  # Megatron-LM's names; each also "vs samples"
+        if self.log_learning_rate:
+            series["learning-rate"] = lr
+        series["batch-size"] = global_batch_size
+        if loss_scale is not None and self.log_loss_scale:
+            series["loss-scale"] = loss_scale
+        if world_size is not None and self.log_world_size:
+            series["world-size"] = world_size
+        if grad_norm is not None:
+            series["grad-norm"] = grad_norm
+        series.update(extra or {})
         if self.writer is not None:
             w = self.writer
-            for key, value in means.items():
+            for key, value in series.items():
                 w.add_scalar(key, value, iteration)
-            w.add_scalar("learning-rate", lr, iteration)
-            if grad_norm is not None:
-                w.add_scalar("grad-norm", grad_norm, iteration)
+                w.add_scalar(f"{key} vs samples", value, consumed_samples)
             w.add_scalar("tokens-per-second", tps, iteration)
-            w.add_scalar("iteration-time-ms", ms, iteration)
+            w.add_scalar("iteration-time", ms / 1000.0, iteration)  # seconds, as Megatron-LM
             w.add_scalar("consumed-samples", consumed_samples, iteration)
-            for key, value in (extra or {}).items():
-                w.add_scalar(key, value, iteration)
             w.flush()
+        if self.wandb is not None:
+            self.wandb.log({**series, "samples vs steps": consumed_samples, "tokens-per-second": tps}, step=iteration)
         self._sums.clear()
         self._counts.clear()
         self._iters = self._tokens = self._skipped = self._nan = 0
@@ -143,3 +190,6 @@ class IntervalLogger:
             self.writer.flush()
             self.writer.close()
             self.writer = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None

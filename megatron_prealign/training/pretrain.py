@@ -27,18 +27,41 @@ from megatron_prealign.training.loop import (
     schedule_for_iteration,
     train_step,
 )
-from megatron_prealign.training.metrics import IntervalLogger, is_last_rank
+from megatron_prealign.training.metrics import IntervalLogger, is_last_rank, open_wandb
+from megatron_prealign.training.preemption import ExitConditions
 from megatron_prealign.training.stages import schedule_segments, segment_index_at, stage_at
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["pretrain", "log_rank0"]
+__all__ = ["pretrain", "log_rank0", "format_args_dump", "check_device_support"]
+
+_PROCESS_START = time.time()  # --exit-duration-in-mins counts from here, as Megatron-LM's _TRAIN_START_TIME
 
 
 def log_rank0(msg: str) -> None:
     """Print on global rank 0 only."""
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         print(msg, flush=True)
+
+
+def format_args_dump(args: Dict[str, Any]) -> str:
+    """Megatron-LM's start-up listing of every flag (``_print_args``), sorted by name."""
+    lines = ["------------------------ arguments ------------------------"]
+    for name in sorted(args, key=lambda k: k.lower()):
+        lines.append(f"  {name} {'.' * (48 - len(name))} {args[name]}")
+    lines.append("-------------------- end of arguments ---------------------")
+    return "\n".join(lines)
+
+
+def check_device_support(cfg: PretrainConfig, cuda: bool) -> None:
+    """One-line errors for features that need CUDA, before anything is built."""
+    if cuda:
+        return
+    if cfg.optim.use_distributed_optimizer:
+        raise ValueError("--use-distributed-optimizer needs CUDA (Megatron-Core's distributed optimizer "
+                         "keeps its buffers on the GPU); drop it on CPU")
+    if cfg.optim.fp16 or cfg.model.fp16:
+        raise ValueError("--fp16 needs CUDA (Megatron-Core's loss scaler lives on the GPU); drop it on CPU")
 
 
 def pretrain(
@@ -67,7 +90,17 @@ def pretrain(
     t = cfg.training
     dp = parallel_state.get_data_parallel_world_size()
     dp_rank = parallel_state.get_data_parallel_rank()
-    num_microbatches = t.global_batch_size // (t.micro_batch_size * dp)
+    check_device_support(cfg, torch.cuda.is_available())
+    if meta.get("args"):
+        log_rank0(format_args_dump(meta["args"]))
+    from megatron_prealign.platform.compat import init_num_microbatches
+
+    # Megatron-Core's calculator: the current global batch and microbatch count (ramp-up aware).
+    init_num_microbatches(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0,
+                          t.rampup_batch_size, t.global_batch_size, t.micro_batch_size, dp)
+    from megatron.core import num_microbatches_calculator as nmc
+
+    num_microbatches = nmc.get_num_microbatches()
 
     # --- Startup checks that need only files -----------------------------------------------
     resume_meta = None
@@ -94,7 +127,17 @@ def pretrain(
     train_ds, valid_ds, _ = build_lm_datasets(cfg.data, tokenizer, t.seed, counts, dataset_cls)
 
     # --- Model, optimizer, scheduler -----------------------------------------------------------
-    model = build_model(cfg.model)
+    vocab = getattr(tokenizer, "vocab_size", None)
+    if isinstance(vocab, int) and vocab <= cfg.model.vocab_size:
+        log_rank0(f" > padded vocab (size: {vocab}) with {cfg.model.vocab_size - vocab} dummy tokens "
+                  f"(new size: {cfg.model.vocab_size})")
+    model = build_model(cfg.model, overlap_grad_reduce=cfg.parallel.overlap_grad_reduce,
+                        use_distributed_optimizer=cfg.optim.use_distributed_optimizer)
+    if parallel_state.get_data_parallel_rank() == 0:
+        n_params = sum(p.nelement() for chunk in model for p in chunk.parameters())
+        print(f" > number of parameters on (tensor, pipeline) model parallel rank "
+              f"({parallel_state.get_tensor_model_parallel_rank()}, "
+              f"{parallel_state.get_pipeline_model_parallel_rank()}): {n_params}", flush=True)
     loaded = False
     if cfg.prealign.clone_perfect_init and resume_meta is None:
         if not cfg.prealign.clone_base_vocab_size:
@@ -145,14 +188,35 @@ def pretrain(
                                              state.to_dict(), full_meta)
         log_rank0(f" saved checkpoint at iteration {iteration:7d} to {path}")
 
-    log = IntervalLogger(t.train_iters, t.log_interval, cfg.logging.tensorboard_dir, printer=printer)
-    tokens_per_iter = t.global_batch_size * cfg.data.seq_length
+    lg = cfg.logging
+    wandb_run = open_wandb(lg.wandb_project, lg.wandb_exp_name, lg.wandb_save_dir, cfg.to_dict(),
+                           printer or (lambda s: print(s, flush=True)))
+    log = IntervalLogger(t.train_iters, t.log_interval, lg.tensorboard_dir, printer=printer, wandb_run=wandb_run,
+                         log_loss_scale=lg.log_loss_scale, log_world_size=lg.log_world_size,
+                         log_learning_rate=lg.log_learning_rate)
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     log_rank0(f" training: {t.train_iters} iterations from {state.iteration}, global batch "
               f"{t.global_batch_size} ({num_microbatches} microbatches x {t.micro_batch_size} x dp {dp}), "
               f"prealign mode {cfg.prealign.mode}{' (resumed)' if loaded else ''}")
 
     for chunk in model:
         chunk.train()
+    exit_conditions = ExitConditions(handle_signals=t.exit_signal_handler, duration_mins=t.exit_duration_in_mins,
+                                     start_time=_PROCESS_START)
+    with exit_conditions:
+        state = _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream,
+                            loss_config, tracker, state, log, save, cfg.data.seq_length,
+                            world_size, exit_conditions, segments, held, probe)
+    log.close()
+    return state
+
+
+def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, loss_config, tracker,
+                state: TrainState, log: IntervalLogger, save, seq_length: int, world_size: int,
+                exit_conditions: ExitConditions, segments, held: int, probe) -> TrainState:
+    """Iterations until ``train_iters``, ``--exit-interval``, SIGTERM or ``--exit-duration-in-mins``."""
+    from megatron.core import num_microbatches_calculator as nmc
+
     last_grad_norm: Optional[float] = None
     exiting = False
     while state.iteration < t.train_iters and not exiting:
@@ -162,6 +226,10 @@ def pretrain(
         if crossed:
             log_rank0(f" stage boundary at iteration {state.iteration}: optimizer state reset, "
                       f"{segments[held].name} LR schedule starts")
+        nmc.update_num_microbatches(state.consumed_train_samples, consistency_check=True)
+        num_microbatches = nmc.get_num_microbatches()
+        global_batch = nmc.get_current_global_batch_size()
+        tokens_per_iter = global_batch * seq_length
         start = time.time()
         losses, grad_norm, skipped = train_step(
             stage, model, optimizer, scheduler, train_iter, num_microbatches,
@@ -172,7 +240,7 @@ def pretrain(
         state.iteration += 1
         state.stage = stage.name
         if stage.has_lm:
-            state.consumed_train_samples += t.global_batch_size
+            state.consumed_train_samples += global_batch
         last_grad_norm = grad_norm
         log.add_iteration(elapsed, tokens_per_iter if stage.has_lm else 0, losses, skipped)
         stage_ends = state.iteration < t.train_iters and \
@@ -188,7 +256,8 @@ def pretrain(
                         extra["align loss" if name == "total" else f"align loss {name}"] = value
                 extra["aligned cosine emb"] = align_stream.aligned_cosine(model[0])
             log.emit(state.iteration, state.consumed_train_samples, stage.name, scheduler.get_lr(
-                optimizer.param_groups[0]), t.global_batch_size, last_grad_norm, extra)
+                optimizer.param_groups[0]), global_batch, last_grad_norm, extra,
+                loss_scale=_loss_scale(optimizer), world_size=world_size)
         elif stage_ends and stage.has_align and probe is not None:
             # The end of the alignment stage is the point that matters (before the LM stage).
             values = probe.stats(model[0])
@@ -199,6 +268,13 @@ def pretrain(
         if t.eval_interval and t.eval_iters and valid_iter is not None and state.iteration % t.eval_interval == 0:
             _run_eval(model, valid_iter, cfg, num_microbatches, state, log, "validation")
         exiting = bool(t.exit_interval and state.iteration % t.exit_interval == 0)
+        why = f"--exit-interval {t.exit_interval}"
+        if state.iteration < t.train_iters:
+            reason = exit_conditions.should_exit()  # collective: every rank stops after the same iteration
+            if reason is not None:
+                exiting = True
+                why = ("a termination signal" if reason == "signal"
+                       else f"--exit-duration-in-mins {t.exit_duration_in_mins}")
         saving = cfg.checkpoint.save and (
             (cfg.checkpoint.save_interval and state.iteration % cfg.checkpoint.save_interval == 0)
             or state.iteration == t.train_iters or exiting
@@ -207,8 +283,8 @@ def pretrain(
         if saving:
             save(state.iteration)
         if exiting:
-            log_rank0(f" exiting at iteration {state.iteration} (--exit-interval {t.exit_interval})")
-    log.close()
+            log_rank0(f" exiting at iteration {state.iteration} after {why}"
+                      f"{'' if cfg.checkpoint.save else ' (no --save: nothing saved)'}")
     return state
 
 
@@ -221,6 +297,18 @@ def _alignment_probe(cfg: PretrainConfig):
 
     return EmbeddingAlignmentProbe.from_table(AlignmentTable.load(cfg.prealign.table),
                                               cfg.prealign.clone_base_vocab_size)
+
+
+def _loss_scale(optimizer) -> Optional[float]:
+    """The optimizer's current loss scale (1.0 without fp16), as Megatron-LM logs it."""
+    get = getattr(optimizer, "get_loss_scale", None)
+    if get is None:
+        return None
+    try:
+        value = get()
+    except (AttributeError, NotImplementedError):
+        return None
+    return float(value.item() if hasattr(value, "item") else value)
 
 
 def _stage_boundaries(cfg: PretrainConfig) -> List[int]:
@@ -238,5 +326,5 @@ def _run_eval(model, valid_iter, cfg: PretrainConfig, num_microbatches: int, sta
             f"lm loss PPL: {res['lm loss PPL']:.6E} |")
     if is_last_rank():
         print("-" * len(line) + "\n" + line + "\n" + "-" * len(line), flush=True)
-    log.scalar(f"lm loss {name}", res["lm loss"], state.iteration)
-    log.scalar(f"lm loss {name} ppl", res["lm loss PPL"], state.iteration)
+    log.scalar(f"lm loss {name}", res["lm loss"], state.iteration, state.consumed_train_samples)
+    log.scalar(f"lm loss {name} ppl", res["lm loss PPL"], state.iteration, state.consumed_train_samples)

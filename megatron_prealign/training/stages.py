@@ -109,6 +109,8 @@ class ScheduleSegment:
     """Iterations the decay spans, counted from ``start`` (warm-up included, as Megatron)."""
     decay_style: str
     """Megatron ``--lr-decay-style``."""
+    warmup_init: float = 0.0
+    """Learning rate the warm-up starts from (``--lr-warmup-init`` for the LM stage)."""
 
     @property
     def end(self) -> int:
@@ -131,7 +133,7 @@ def _lm_segment(name: str, start: int, iters: int, optim: OptimConfig) -> Schedu
         name=name, start=start, iters=iters, lr=optim.lr, min_lr=optim.min_lr,
         warmup_iters=optim.lr_warmup_iters,
         decay_iters=optim.lr_decay_iters if optim.lr_decay_iters is not None else iters,
-        decay_style=optim.lr_decay_style,
+        decay_style=optim.lr_decay_style, warmup_init=optim.lr_warmup_init,
     )
 
 

@@ -306,3 +306,58 @@ def test_resume_from_the_boundary_checkpoint_reproduces_losses(setup, run_a):
     assert sorted(resumed) == [4, 5, 6, 7, 8]
     for it in resumed:
         assert abs(resumed[it] - reference[it]) <= 1e-6, (it, resumed[it], reference[it])
+
+
+def _worker_with_rank(proc: subprocess.Popen, rank: int):
+    import psutil
+
+    for child in psutil.Process(proc.pid).children():
+        try:
+            if child.environ().get("RANK") == str(rank):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_sigterm_saves_exits_cleanly_and_resumes(setup, run_a):
+    """SIGTERM to ONE rank (rank 1) mid-run: both ranks agree (all-reduce), save after the same
+    iteration and exit 0; a relaunch with --load reproduces the uninterrupted run's losses."""
+    import signal
+
+    root, common = setup
+    ckpt = root / "sigterm"
+    args = common + ["--tensor-model-parallel-size", "2", "--save", str(ckpt), "--load", str(ckpt)]
+    log = root / "sigterm1.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(_cmd(2, args), cwd=str(REPO), env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + 240
+        signalled = False
+        try:
+            while time.monotonic() < deadline and proc.poll() is None and not signalled:
+                if re.search(r"iteration\s+2/", log.read_text(errors="replace")):
+                    victim = _worker_with_rank(proc, 1)
+                    assert victim is not None, "rank 1 not found among torchrun's children"
+                    victim.send_signal(signal.SIGTERM)
+                    signalled = True
+                time.sleep(0.02)
+            rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except (subprocess.TimeoutExpired, AssertionError):
+            _kill_tree(proc)
+            raise
+    first = log.read_text(errors="replace")
+    assert signalled, first[-3000:]
+    assert rc == 0, f"rc {rc}:\n{first[-4000:]}"
+    m = re.search(r"exiting at iteration (\d+) after a termination signal", first)
+    assert m, first[-3000:]
+    stopped = int(m.group(1))
+    assert 2 <= stopped < 8 and max(_losses(first)) == stopped
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == str(stopped)
+    res = _run(2, args, 240, root / "sigterm2.log")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert f"at iteration {stopped}" in res.stdout
+    resumed, reference = _losses(res.stdout), _losses(run_a.stdout)
+    assert sorted(resumed) == list(range(stopped + 1, 9))
+    for it in resumed:
+        assert abs(resumed[it] - reference[it]) <= 1e-6, (it, resumed[it], reference[it])
