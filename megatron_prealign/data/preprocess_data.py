@@ -51,7 +51,10 @@ from megatron_prealign.data.indexed import (
     IndexedDatasetWriter,
     document_prefix,
     loss_mask_prefix,
+    remove_loss_mask,
+    write_loss_mask_record,
 )
+from megatron_prealign.platform.process import die_with_parent, remove_stale_temp_files
 from megatron_prealign.data.readers import (
     CorpusReader,
     InputError,
@@ -175,14 +178,17 @@ def _set_encoder_state(
 
 
 def _init_worker(
+    parent_pid: int,
     tokenizer_factory: Callable[[], Any],
     json_keys: Tuple[str, ...],
     append_eod: bool,
     dtype: Any,
     skip_malformed: bool,
 ) -> None:
-    # Ctrl-C is handled once, by the main process, which then terminates the pool.
+    # Ctrl-C is handled once, by the main process, which then terminates the pool; a kill -9
+    # of the main process takes the workers with it (they would block on the task queue forever).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     # One tokenizing thread per worker process: HF tokenizers' batch encoding would otherwise
     # start a thread per core in every worker.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -327,7 +333,7 @@ def _encoded_batches(
     import multiprocessing
 
     pool = multiprocessing.get_context("fork").Pool(
-        config.workers, initializer=_init_worker, initargs=(tokenizer_factory,) + init_args
+        config.workers, initializer=_init_worker, initargs=(os.getpid(), tokenizer_factory) + init_args
     )
     pool_holder.append(pool)
     gated = throttle.gate(_batches(reader, config.batch_size))
@@ -522,6 +528,15 @@ def preprocess(
             w.finalize()
         for w in list(mask_writers.values()) + list(writers.values()):
             w.publish()
+        for key in keys:
+            text = writers[key].prefix
+            if codeswitcher is not None:
+                write_loss_mask_record(text)
+            else:
+                # a mask left by an earlier --codeswitch run on this prefix would silently mask
+                # the new plain text's targets; removed once the new text is in place
+                for path in remove_loss_mask(text):
+                    logger.info("removed stale loss mask file %s (this run writes no loss mask)", path)
         stats.outputs = [writers[k].prefix for k in keys] + [mask_writers[k].prefix for k in mask_writers]
         committed = True
     finally:
