@@ -87,7 +87,9 @@ def test_idx_with_an_edited_middle_length_is_a_one_line_error(tmp_path):
         f.seek(34 + 4 * 1)
         f.write(np.array([4], np.int32).tobytes())
         f.write(np.array([6], np.int32).tobytes())
-    assert list(IndexedDataset(prefix).sequence_lengths) == [7, 4, 6, 3]  # megatron-core reads it silently
+    ds = IndexedDataset(prefix)  # keep it alive while reading its mmap
+    assert ds.sequence_lengths.tolist() == [7, 4, 6, 3]  # megatron-core reads it silently
+    del ds
     with pytest.raises(IndexedDatasetError, match=r"d\.idx: corrupt index \(sequence 2 starts at byte 18, but the "
                                                   r"lengths before it sum to 22 bytes\)") as err:
         check_indexed_dataset(prefix)

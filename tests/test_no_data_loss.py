@@ -199,7 +199,9 @@ def test_plain_rerun_removes_the_stale_loss_mask(tmp_path):
     text = _run(tmp_path, texts, _Codeswitcher())
     mask = loss_mask_prefix(text)
     assert os.path.isfile(mask + ".bin") and os.path.isfile(mask + ".json")
-    assert list(IndexedDataset(mask)[0]) == [1, 0, 1, 0, 1, 1, 1, 1, 1, 1]
+    mask_ds = IndexedDataset(mask)  # keep it alive: items view its mmap
+    assert mask_ds[0].tolist() == [1, 0, 1, 0, 1, 1, 1, 1, 1, 1]
+    del mask_ds
     ds = _build_train(text, tmp_path)
     assert min(float(ds[i]["loss_mask"].min()) for i in range(len(ds))) == 0.0  # masked where substituted
     _run(tmp_path, texts)  # plain re-run on the same prefix
@@ -217,7 +219,9 @@ def test_loader_refuses_a_mask_recorded_for_another_text(tmp_path):
     _run(tmp_path, ["1 6 2 3 4 6 7 8", "6 9 10 11 12 13 14"])
     for ext, data in saved.items():  # the stale mask comes back (an older tool, a copy, a restore)
         open(mask + ext, "wb").write(data)
-    assert list(IndexedDataset(mask).sequence_lengths) == list(IndexedDataset(text).sequence_lengths)
+    mask_ds, text_ds = IndexedDataset(mask), IndexedDataset(text)
+    assert mask_ds.sequence_lengths.tolist() == text_ds.sequence_lengths.tolist()
+    del mask_ds, text_ds
     with pytest.raises(IndexedDatasetError, match=r"stale loss mask: it was written with another version of .*en_text_document") as err:
         _build_train(text, tmp_path)
     assert "\n" not in str(err.value)
