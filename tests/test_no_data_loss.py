@@ -139,6 +139,14 @@ def test_export_overwrite_replaces_only_a_previous_export(checkpoint, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["file", "hf", "precious"]
 
 
+def test_export_into_an_unwritable_place_is_one_line(checkpoint, tmp_path):
+    """Works as root too: the parent of --output is a regular file."""
+    (tmp_path / "afile").write_text("x")
+    msg = _export(load=checkpoint, output=str(tmp_path / "afile" / "hf"))
+    assert msg.startswith(f"--output {tmp_path / 'afile' / 'hf'}: cannot create {tmp_path / 'afile'}")
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_export_into_a_read_only_directory_is_one_line(checkpoint, tmp_path):
     ro = tmp_path / "ro"
