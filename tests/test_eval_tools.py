@@ -229,3 +229,101 @@ def test_oracle_realign_untied_both_matrices(single_process_parallel_state):
         off = w0[V + 1:2 * V].double().mean(0) - w0[1:V].double().mean(0)
         assert torch.allclose(w1[V + 1:2 * V].double(), w0[1:V].double() + off, atol=1e-5)
         assert torch.equal(w1[:V + 1], w0[:V + 1]) and torch.equal(w1[2 * V:], w0[2 * V:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile input (issue 11): wrong tables, broken data, single-language test files
+
+
+def _other_tokenizer_table(setup, tmp_path):
+    """A table whose ids fit the checkpoint's vocabulary but which was built for another tokenizer."""
+    from megatron_prealign.alignment import AlignmentEntry, AlignmentTable, Translation
+    from megatron_prealign.tokenizer import build_tokenizer
+
+    tok = setup["tok"]
+    other = build_tokenizer("NullTokenizer", vocab_size=50)
+    entries = [AlignmentEntry(word=w, count=1, ids=tok.encode_word(w),
+                              translations={"en_clone": [Translation(text=w, ids=tok.encode_word_clone(w))]})
+               for w in ("cat", "man", "mat", "walking")]
+    path = str(tmp_path / "other.jsonl")
+    AlignmentTable(languages=["en_clone"], entries=entries, vocab_size=tok.vocab_size, tokenizer=other.describe()).save(path)
+    return path
+
+
+def _exit_message(capsys, fn):
+    with pytest.raises(SystemExit) as exit_:
+        fn()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any("Traceback" in line for line in err)
+    return err[-1]
+
+
+def test_eval_perplexity_and_similarity_refuse_a_table_of_another_tokenizer(setup, tmp_path, capsys):
+    from megatron_prealign.eval.clka import write_token_documents
+
+    tok = setup["tok"]
+    table = _other_tokenizer_table(setup, tmp_path)
+    write_token_documents(str(tmp_path / "en_valid"), [tok.tokenize("The cat sat on the mat.") + [tok.eod]], tok.vocab_size)
+    msg = _exit_message(capsys, lambda: _tool("eval_perplexity").main(
+        ["--load", setup["ckpt"], "--data-path", f"en={tmp_path / 'en_valid'}", "--seq-length", "8",
+         "--alignment-table", table, "--output", str(tmp_path / "ppl.json")]))
+    assert f"--alignment-table {table}: was built for another tokenizer (NullTokenizer, vocab 51)" in msg
+    msg = _exit_message(capsys, lambda: _tool("eval_similarity").main(
+        ["--load", setup["ckpt"], "--alignment-table", table, "--num-batches", "1", "--words-per-batch", "2",
+         "--seq-length", "16", "--output", str(tmp_path / "sim.json")]))
+    assert f"--alignment-table {table}: was built for another tokenizer (NullTokenizer, vocab 51)" in msg
+    assert not (tmp_path / "ppl.json").exists() and not (tmp_path / "sim.json").exists()
+
+
+def test_eval_perplexity_validates_its_data(setup, tmp_path, capsys):
+    from megatron_prealign.eval.clka import write_token_documents
+
+    tok = setup["tok"]
+    docs = [tok.tokenize("The cat sat on the mat.") + [tok.eod], tok.tokenize("A man is walking.") + [tok.eod]]
+
+    def run(prefix):
+        return lambda: _tool("eval_perplexity").main(["--load", setup["ckpt"], "--data-path", f"en={prefix}",
+                                                      "--seq-length", "8", "--output", str(tmp_path / "ppl.json")])
+
+    # ids of another tokenizer: >= the tokenizer's vocabulary (here even >= the padded vocabulary)
+    big = str(tmp_path / "big")
+    write_token_documents(big, [docs[0], [5, 7, 60000, tok.eod]], 70000)
+    msg = _exit_message(capsys, run(big))
+    assert f"big.bin (--data-path en): token id 60000 >= the tokenizer's vocabulary size {tok.vocab_size}" in msg
+    # a truncated .bin
+    short = str(tmp_path / "short")
+    write_token_documents(short, docs, tok.vocab_size)
+    with open(short + ".bin", "r+b") as f:
+        f.truncate(os.path.getsize(short + ".bin") - 2)
+    assert "short.bin: size" in _exit_message(capsys, run(short))
+    assert not (tmp_path / "ppl.json").exists()
+
+
+def test_eval_xnli_refuses_a_single_language_test_file_for_other_languages(setup, tmp_path, capsys):
+    train = tmp_path / "train.jsonl"
+    rows = [{"premise": "A man is walking.", "hypothesis": s, "label": g}
+            for s, g in [("A man moves.", 0), ("He is late.", 1), ("Nobody is walking.", 2)]]
+    train.write_text("\n".join(json.dumps(r) for r in rows * 4) + "\n")
+    test = tmp_path / "test_en.jsonl"  # an English-only file without a language field
+    test.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    msg = _exit_message(capsys, lambda: _tool("eval_xnli").main(
+        ["--load", setup["ckpt"], "--train-file", str(train), "--test-file", str(test), "--languages", "en,de,zh",
+         "--epochs", "1", "--batch-size", "4", "--output", str(tmp_path / "xnli.json")]))
+    assert msg.endswith(f"--test-file {test}: no test examples for language(s) de, zh; languages in the file: en "
+                        f"(no language column; assumed English) (pass --languages, or --extra-test LANG=PATH)")
+    assert not (tmp_path / "xnli.json").exists()
+    # an XNLI TSV holding only en and de rows, asked for ru
+    from megatron_prealign.eval.nli_formats import XNLI_TSV_COLUMNS
+
+    lines = ["\t".join(XNLI_TSV_COLUMNS)]
+    for lang in ("en", "de"):
+        row = dict.fromkeys(XNLI_TSV_COLUMNS, "")
+        row.update(language=lang, gold_label="neutral", sentence1="A man.", sentence2="The cat.")
+        lines.append("\t".join(row[c] for c in XNLI_TSV_COLUMNS))
+    tsv = tmp_path / "xnli.test.tsv"
+    tsv.write_text("\n".join(lines) + "\n")
+    msg = _exit_message(capsys, lambda: _tool("eval_xnli").main(
+        ["--load", setup["ckpt"], "--train-file", str(train), "--test-file", str(tsv), "--languages", "en,de,ru",
+         "--epochs", "1", "--batch-size", "4", "--output", str(tmp_path / "xnli.json")]))
+    assert "no test examples for language(s) ru; languages in the file: de, en" in msg

@@ -103,7 +103,11 @@ def main(argv=None) -> None:
             f"--codeswitch-languages: {', '.join(unknown)} not in --prealign-table {args.prealign_table} "
             f"(it has: {', '.join(table.languages) or 'none'})"
         )
+    from megatron_prealign.data.indexed import write_loss_mask_record
+    from megatron_prealign.platform.process import remove_stale_temp_files
+
     try:
+        remove_stale_temp_files(args.output_prefix)  # left by a run killed with kill -9
         table.validate(tokenizer.vocab_size)
         config = CodeswitchConfig(
             ratio=args.codeswitch_ratio, mode=args.codeswitch_mode, seed=args.seed, languages=languages
@@ -120,9 +124,15 @@ def main(argv=None) -> None:
             log_interval_s=args.log_interval,
             boundaries=word_boundaries(tokenizer),
         )
+        # which text the mask belongs to, checked when training opens the mask
+        write_loss_mask_record(args.output_prefix)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"codeswitch_dataset.py: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        # codeswitch_dataset removes its temporary files on the way out
+        print("codeswitch_dataset.py: interrupted; no output written", file=sys.stderr)
+        sys.exit(130)
     print(f"codeswitch_dataset.py: {stats.describe()}")
 
 

@@ -64,6 +64,23 @@ def main(argv=None) -> int:
         except (OSError, ValueError) as exc:
             p.error(f"--alignment-table: {exc}")
     model, cfg, meta, tok = load_from_args(args, p)
+    if table is not None:
+        from megatron_prealign.tokenizer import check_table_tokenizer
+
+        try:
+            check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
+            table.validate(tok.vocab_size)
+        except ValueError as exc:
+            p.error(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}")
+    for lang, prefix in datasets:
+        # a truncated/corrupt .idx or .bin, or ids the tokenizer cannot produce (another
+        # tokenizer's data; beyond the model's vocabulary they would crash the lookup)
+        from megatron_prealign.data.indexed import IndexedDatasetError, check_token_ids
+
+        try:
+            check_token_ids(prefix, int(tok.vocab_size), f"--data-path {lang}")
+        except IndexedDatasetError as exc:
+            p.error(str(exc))
     seq_length = args.seq_length or cfg.max_sequence_length
     if not 1 <= seq_length <= cfg.max_sequence_length:
         p.error(f"--seq-length {seq_length}: must be in [1, {cfg.max_sequence_length}] (the model's max sequence length)")

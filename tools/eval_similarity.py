@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     from megatron_prealign.eval.loading import checkpoint_record, load_from_args
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
+    from megatron_prealign.tokenizer import check_table_tokenizer
 
     try:
         table = AlignmentTable.load(args.alignment_table)
@@ -68,9 +69,10 @@ def main(argv=None) -> int:
         args.iteration = it
         model, cfg, meta, tok = load_from_args(args, p)
         try:
+            check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
             table.validate(tok.vocab_size)
         except ValueError as exc:
-            p.error(f"--alignment-table: {exc}")
+            p.error(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}")
         values = sim.mean_aligned_similarity(model, table, cfg_sim, pad_id=tok.eod, language_ids=sim.clone_language_ids(tok))
         points.append({"iteration": meta.get("iteration", it), "similarity": values})
         del model

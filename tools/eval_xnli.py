@@ -103,6 +103,21 @@ def main(argv=None) -> int:
             p.error(f"--extra-test {spec}: expected LANG=PATH")
         lang, path = spec.split("=", 1)
         extra[lang.replace("-", "_")] = path
+    # The shared --test-file must hold every language it is used for: a file without a language
+    # column (or with English rows only) would otherwise be scored again as de/zh/ru/ar.
+    from_test_file = [lang for lang in languages if lang not in extra]
+    if from_test_file:
+        try:
+            every, _ = read_nli(args.test_file, language=None, strict=False)
+        except (OSError, NLIFormatError) as exc:
+            p.exit(2, f"error: {exc}\n")
+        recorded = {e.language for e in every}
+        present = sorted(x for x in recorded if x) or ["en (no language column; assumed English)"]
+        have = {x for x in recorded if x} or {"en"}
+        missing = [lang for lang in from_test_file if ("en" if lang == "en_clone" else lang) not in have]
+        if missing:
+            p.error(f"--test-file {args.test_file}: no test examples for language(s) {', '.join(missing)}; "
+                    f"languages in the file: {', '.join(present)} (pass --languages, or --extra-test LANG=PATH)")
     tests = {}
     for lang in languages:
         src_lang = "en" if lang == "en_clone" else lang

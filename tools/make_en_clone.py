@@ -61,6 +61,10 @@ def main(argv=None):
         info = clone_indexed_dataset(args.input, args.output_prefix, tok, args.chunk_tokens, progress)
     except (OSError, ValueError) as e:
         sys.exit(f"make_en_clone.py: error: {e}")
+    except KeyboardInterrupt:
+        # the temporary files are already removed by clone_indexed_dataset
+        print("make_en_clone.py: interrupted; no output written", file=sys.stderr)
+        sys.exit(130)
     print(
         f"[make_en_clone] {info['documents']} documents, {info['tokens']} tokens, dtype {info['dtype']}, "
         f"En-Clone vocabulary {tok.vocab_size} -> {args.output_prefix}.bin/.idx ({info['seconds']:.1f} s)"

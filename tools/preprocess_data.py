@@ -134,15 +134,13 @@ def build_codeswitcher(args: argparse.Namespace, tokenizer):
         raise InputError(f"--codeswitch: the codeswitching modules are not available ({err})") from None
     if not os.path.isfile(args.prealign_table):
         raise InputError(f"--prealign-table: no such file: {args.prealign_table}")
-    from megatron_prealign.tokenizer import same_tokenizer
+    from megatron_prealign.tokenizer import check_table_tokenizer
 
     table = AlignmentTable.load(args.prealign_table)
-    if table.tokenizer and not same_tokenizer(table.tokenizer, tokenizer.describe()):
-        raise InputError(
-            f"--prealign-table: {args.prealign_table} was built for another tokenizer "
-            f"({table.tokenizer.get('type')}, vocab_size {table.tokenizer.get('vocab_size')}) than "
-            f"--tokenizer-type {tokenizer.describe().get('type')} (vocab_size {tokenizer.vocab_size})"
-        )
+    try:
+        check_table_tokenizer(table.tokenizer, tokenizer, "--prealign-table", args.prealign_table)
+    except ValueError as err:
+        raise InputError(str(err)) from None
     table.validate(tokenizer.vocab_size)
     languages = None
     if args.codeswitch_languages:

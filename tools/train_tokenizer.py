@@ -31,7 +31,15 @@ def get_args(argv=None):
     p.add_argument("--no-pad-token", action="store_true", help="Do not add <|pad|>.")
     p.add_argument("--max-documents", type=int, default=None, help="Train on at most this many documents.")
     p.add_argument("--output-dir", required=True, help="Directory for the tokenizer files.")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    smallest = 256 + 1 + (0 if args.no_pad_token else 1)
+    if args.vocab_size < smallest:
+        p.error(f"--vocab-size {args.vocab_size}: must be at least {smallest} (256 bytes + special tokens)")
+    if args.min_frequency < 1:
+        p.error(f"--min-frequency {args.min_frequency}: must be >= 1")
+    if args.max_documents is not None and args.max_documents < 1:
+        p.error(f"--max-documents {args.max_documents}: must be >= 1")
+    return args
 
 
 def main(argv=None):

@@ -15,6 +15,8 @@ The files themselves are megatron-core's (``IndexedDatasetBuilder`` writes them,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -28,8 +30,14 @@ __all__ = [
     "IndexedDatasetError",
     "IndexedDatasetWriter",
     "check_indexed_dataset",
+    "check_token_ids",
+    "max_token_id",
     "document_prefix",
     "loss_mask_prefix",
+    "check_loss_mask_record",
+    "dataset_fingerprint",
+    "remove_loss_mask",
+    "write_loss_mask_record",
     "open_indexed_dataset",
 ]
 
@@ -121,22 +129,157 @@ def check_indexed_dataset(prefix: str) -> IndexHeader:
             )
         bin_size = os.path.getsize(bin_path)
         itemsize = np.dtype(dtype).itemsize
+        lengths = np.frombuffer(index, dtype=np.int32, count=sequence_count, offset=_HEADER_BYTES)
+        pointers = np.frombuffer(index, dtype=np.int64, count=sequence_count, offset=_HEADER_BYTES + 4 * sequence_count)
+        # Every sequence, not only the last: an edited length in the middle would otherwise make
+        # megatron-core read the wrong tokens (or drop some) without a word. O(sequences), numpy.
         if sequence_count:
-            last_len = int(np.frombuffer(index, dtype=np.int32, count=1, offset=_HEADER_BYTES + 4 * (sequence_count - 1))[0])
-            last_ptr = int(
-                np.frombuffer(index, dtype=np.int64, count=1, offset=_HEADER_BYTES + 4 * sequence_count + 8 * (sequence_count - 1))[0]
-            )
-            expected = last_ptr + last_len * itemsize
+            if int(lengths.min()) < 0:
+                bad = int(np.flatnonzero(lengths < 0)[0])
+                raise IndexedDatasetError(f"{idx_path}: corrupt index (sequence {bad} has negative length {lengths[bad]})")
+            ends = np.cumsum(lengths, dtype=np.int64) * itemsize
+            starts = np.empty_like(ends)
+            starts[0] = 0
+            starts[1:] = ends[:-1]
+            if not np.array_equal(starts, pointers):
+                bad = int(np.flatnonzero(starts != pointers)[0])
+                raise IndexedDatasetError(
+                    f"{idx_path}: corrupt index (sequence {bad} starts at byte {pointers[bad]}, but the lengths "
+                    f"before it sum to {starts[bad]} bytes)"
+                )
+            expected = int(ends[-1])
         else:
             expected = 0
         if bin_size != expected:
             raise IndexedDatasetError(
-                f"{bin_path}: size {bin_size} bytes does not match its index ({expected} bytes expected); "
-                f"truncated or from another run"
+                f"{bin_path}: size {bin_size} bytes does not match its index ({expected} bytes expected from the "
+                f"sequence lengths); truncated or from another run"
             )
     finally:
         del index
     return IndexHeader(dtype, int(sequence_count), int(document_count), multimodal)
+
+
+def max_token_id(prefix: str, chunk_elements: int = 1 << 24) -> Optional[int]:
+    """Largest value in ``{prefix}.bin`` (``None`` when empty), read in bounded chunks.
+
+    Memory is ``chunk_elements`` elements whatever the file size; time is one sequential read.
+    Call :func:`check_indexed_dataset` first (the dtype comes from the ``.idx``).
+    """
+    header = check_indexed_dataset(prefix)
+    data = np.memmap(prefix + ".bin", mode="r", dtype=header.dtype) if os.path.getsize(prefix + ".bin") else None
+    if data is None:
+        return None
+    try:
+        best = None
+        for start in range(0, data.shape[0], chunk_elements):
+            m = int(data[start : start + chunk_elements].max())
+            best = m if best is None else max(best, m)
+        return best
+    finally:
+        del data
+
+
+def check_token_ids(prefix: str, vocab_size: int, what: str = "dataset") -> None:
+    """Raise a one-line :class:`IndexedDatasetError` when ``{prefix}.bin`` holds an id ``>= vocab_size``.
+
+    Ids inside Megatron's padded vocabulary but above the tokenizer's would train embedding rows
+    no tokenizer can produce; ids above the padded vocabulary crash the embedding lookup with a
+    bare ``IndexError``. ``what`` names the flag or role in the message.
+    """
+    top = max_token_id(prefix)
+    if top is not None and top >= vocab_size:
+        raise IndexedDatasetError(
+            f"{prefix}.bin ({what}): token id {top} >= the tokenizer's vocabulary size {vocab_size}; "
+            f"the dataset was made with another tokenizer"
+        )
+
+
+def dataset_fingerprint(prefix: str, samples: int = 64, block: int = 1 << 16) -> dict:
+    """A cheap identity of ``{prefix}.bin/.idx``: SHA-256 of the ``.idx`` (O(sequences)), the
+    ``.bin`` size, and SHA-256 of ``samples`` blocks of ``block`` bytes spread evenly over the
+    ``.bin`` (bounded time for any size). Copies (``cp``, ``rsync``) keep it; rewrites change it."""
+    with open(prefix + ".idx", "rb") as f:
+        idx_sha = hashlib.sha256(f.read()).hexdigest()
+    size = os.path.getsize(prefix + ".bin")
+    digest = hashlib.sha256()
+    with open(prefix + ".bin", "rb") as f:
+        if size <= samples * block:
+            digest.update(f.read())
+        else:
+            step = (size - block) // (samples - 1)
+            for i in range(samples):
+                f.seek(i * step)
+                digest.update(f.read(block))
+    return {"idx_sha256": idx_sha, "bin_size": size, "bin_sample_sha256": digest.hexdigest()}
+
+
+def _mask_record_path(text_prefix: str) -> str:
+    return loss_mask_prefix(text_prefix) + ".json"
+
+
+def write_loss_mask_record(text_prefix: str) -> str:
+    """Record next to ``{text_prefix}_lossmask`` which text dataset it was written with.
+
+    Written (temp name + rename) after the text dataset is in place, as
+    ``{text_prefix}_lossmask.json``; :func:`check_loss_mask_record` compares it when training
+    opens the mask. Returns the record's path.
+    """
+    from megatron_prealign.platform.process import temp_name
+
+    path = _mask_record_path(text_prefix)
+    record = {"text_prefix": os.path.basename(text_prefix), "text": dataset_fingerprint(text_prefix)}
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def check_loss_mask_record(text_prefix: str) -> bool:
+    """Refuse a loss mask recorded for another version of its text dataset.
+
+    Returns:
+        Whether a record exists (masks written before records existed have none; their
+        sequence structure is still checked by the reader).
+
+    Raises:
+        IndexedDatasetError: the record is unreadable or names different text files (one line).
+    """
+    path = _mask_record_path(text_prefix)
+    if not os.path.isfile(path):
+        return False
+    mask = loss_mask_prefix(text_prefix)
+    try:
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)["text"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise IndexedDatasetError(f"{path}: unreadable loss-mask record ({err})") from None
+    if recorded != dataset_fingerprint(text_prefix):
+        raise IndexedDatasetError(
+            f"{mask}.bin/.idx: stale loss mask: it was written with another version of {text_prefix}.bin/.idx "
+            f"(see {path}); re-run tools/preprocess_data.py --codeswitch, or delete the {mask}.* files"
+        )
+    return True
+
+
+def remove_loss_mask(text_prefix: str) -> list:
+    """Delete ``{text_prefix}_lossmask`` (``.idx`` first, so no reader sees a mask without its
+    index, then ``.bin`` and the record). Returns the removed paths."""
+    mask = loss_mask_prefix(text_prefix)
+    removed = []
+    for path in (mask + ".idx", mask + ".bin", mask + ".json"):
+        try:
+            os.remove(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def open_indexed_dataset(prefix: str, *, mmap: bool = True):
@@ -171,6 +314,10 @@ class IndexedDatasetWriter:
 
         self.prefix = prefix
         self.dtype = dtype
+        from megatron_prealign.platform.process import remove_stale_temp_files
+
+        # leftovers of a killed run writing the same output (only those whose pid is gone)
+        remove_stale_temp_files(prefix)
         tag = f".tmp-{os.getpid()}"
         self._tmp_bin = prefix + ".bin" + tag
         self._tmp_idx = prefix + ".idx" + tag

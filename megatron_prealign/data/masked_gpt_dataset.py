@@ -48,6 +48,8 @@ from megatron_prealign.data.indexed import (
     LOSS_MASK_SUFFIX,
     IndexedDatasetError,
     check_indexed_dataset,
+    check_loss_mask_record,
+    check_token_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,6 +105,9 @@ class MaskedGPTDataset(GPTDataset):
         """GPTDataset's ``IndexedDataset``, after validating local files (one-line errors)."""
         if _local_and_checkable(dataset_path, config):
             check_indexed_dataset(dataset_path)
+            vocab_size = getattr(getattr(config, "tokenizer", None), "vocab_size", None)
+            if vocab_size:
+                check_token_ids(dataset_path, int(vocab_size), "training data")
         return GPTDataset.build_low_level_dataset(dataset_path, config)
 
     def __getitem__(self, idx: Optional[int]) -> Dict[str, torch.Tensor]:
@@ -172,6 +177,7 @@ def _open_loss_mask(
         mask = GPTDataset.build_low_level_dataset(prefix, config)
     else:
         header = check_indexed_dataset(prefix)
+        check_loss_mask_record(dataset_path)
         if not np.issubdtype(header.dtype, np.integer):
             raise IndexedDatasetError(
                 f"{prefix}.idx: loss mask dtype is {np.dtype(header.dtype).name}, not an integer type"

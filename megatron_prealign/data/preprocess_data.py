@@ -26,10 +26,17 @@ Every document is written as one sequence (Megatron's document level). Decisions
   keys, EOD and codeswitching included) reaches the budget; the document that reaches or crosses
   it is written entirely and is the last one. So the output holds at least ``max_tokens`` tokens
   (unless the input runs out) and exceeds it by less than that last document's length.
-* Long documents are tokenized whole (no splitting, which would change tokenization) and move
-  between processes as NumPy arrays of the output dtype; a 10M-token document costs the
-  tokenizer's Python list (~40 bytes/token, transient, in one worker) plus 2-4 bytes/token. A
-  document longer than ``2**31 - 1`` tokens (the ``.idx`` int32 length) is a one-line error.
+* Long documents (over ``LONG_DOCUMENT_CHARS`` characters) are tokenized in pieces of about
+  ``DOCUMENT_PIECE_CHARS`` characters, cut only before a single space that sits between two
+  non-space characters, and the ids concatenated into one NumPy array: tokenizing one huge
+  string at once holds the tokenizer's per-token objects for the whole document (7 GB for a
+  50 MB document), pieces bound that to one piece (a 50 MB document stays under 1 GB). For
+  GPT-2-style byte-level BPE (GPT2BPETokenizer, byte-level HuggingFaceTokenizer) and
+  NullTokenizer no pre-token crosses such a cut (a space followed by a non-space always starts
+  a new pre-token and no pattern looks behind), so the ids equal those of the whole document;
+  other tokenizers (SentencePiece adds a prefix per call) and documents without such a space
+  are tokenized whole. Documents move between processes as NumPy arrays of the output dtype.
+  A document longer than ``2**31 - 1`` tokens (the ``.idx`` int32 length) is a one-line error.
 * JSON values that are lists of strings (Megatron's pre-split sentences) are tokenized element by
   element and concatenated into one document.
 """
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -51,7 +59,10 @@ from megatron_prealign.data.indexed import (
     IndexedDatasetWriter,
     document_prefix,
     loss_mask_prefix,
+    remove_loss_mask,
+    write_loss_mask_record,
 )
+from megatron_prealign.platform.process import die_with_parent, remove_stale_temp_files
 from megatron_prealign.data.readers import (
     CorpusReader,
     InputError,
@@ -175,14 +186,17 @@ def _set_encoder_state(
 
 
 def _init_worker(
+    parent_pid: int,
     tokenizer_factory: Callable[[], Any],
     json_keys: Tuple[str, ...],
     append_eod: bool,
     dtype: Any,
     skip_malformed: bool,
 ) -> None:
-    # Ctrl-C is handled once, by the main process, which then terminates the pool.
+    # Ctrl-C is handled once, by the main process, which then terminates the pool; a kill -9
+    # of the main process takes the workers with it (they would block on the task queue forever).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     # One tokenizing thread per worker process: HF tokenizers' batch encoding would otherwise
     # start a thread per core in every worker.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -211,11 +225,53 @@ def _to_array(ids: Sequence[int], where: str, key: str) -> Optional[np.ndarray]:
     return arr
 
 
+LONG_DOCUMENT_CHARS = 4 << 20
+"""Documents longer than this (characters) are tokenized in pieces when the tokenizer allows."""
+DOCUMENT_PIECE_CHARS = 1 << 20
+"""Target piece length (characters) for long documents; a piece ends at the next safe cut."""
+
+# A cut before a single space between two non-space characters: " x" starts a new pre-token in
+# every GPT-2-style regex (` ?\p{L}+`, ` ?[^\s\p{L}\p{N}]+`), and no pre-token ending at "S"
+# can extend over a space, so the pieces' pre-tokens are the whole document's.
+_SAFE_CUT = re.compile(r"(?<=\S) (?=\S)")
+
+
+def _splits_safely(tok: Any) -> bool:
+    """Whether tokenizing ``tok`` piecewise at :data:`_SAFE_CUT` equals tokenizing whole."""
+    name = type(tok).__name__
+    if name in ("GPT2BPETokenizer", "NullTokenizer"):
+        return True
+    return name == "HuggingFaceTokenizer" and bool(getattr(tok, "_byte_level", False))
+
+
+def text_pieces(text: str, piece_chars: int) -> Iterator[str]:
+    """Consecutive pieces of ``text`` of about ``piece_chars`` characters, cut at safe spaces."""
+    pos, n = 0, len(text)
+    while n - pos > piece_chars:
+        m = _SAFE_CUT.search(text, pos + piece_chars)
+        if m is None:
+            break
+        yield text[pos : m.start()]
+        pos = m.start()
+    yield text[pos:]
+
+
+def tokenize_long(tok: Any, text: str, piece_chars: int = DOCUMENT_PIECE_CHARS) -> np.ndarray:
+    """Tokenize a long document piece by piece into one int64 array (see the module docstring)."""
+    parts = [np.asarray(tok.tokenize(piece), dtype=np.int64) for piece in text_pieces(text, piece_chars)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _tokenize_values(values: List[Any]) -> List[List[int]]:
     """Tokenize one key's values for a batch (strings batched when the tokenizer can)."""
     tok = _STATE.tokenizer
     out: List[Optional[List[int]]] = [None] * len(values)
-    plain = [i for i, v in enumerate(values) if isinstance(v, str) and v]
+    if _splits_safely(tok):
+        for i, v in enumerate(values):
+            if isinstance(v, str) and len(v) > LONG_DOCUMENT_CHARS:
+                out[i] = tokenize_long(tok, v)  # type: ignore[call-overload]
+                values[i] = None  # the string is no longer needed by this batch
+    plain = [i for i, v in enumerate(values) if isinstance(v, str) and v and out[i] is None]
     batch_fn = getattr(tok, "tokenize_batch", None)
     if batch_fn is not None and len(plain) > 1:
         for i, ids in zip(plain, batch_fn([values[i] for i in plain])):
@@ -327,7 +383,7 @@ def _encoded_batches(
     import multiprocessing
 
     pool = multiprocessing.get_context("fork").Pool(
-        config.workers, initializer=_init_worker, initargs=(tokenizer_factory,) + init_args
+        config.workers, initializer=_init_worker, initargs=(os.getpid(), tokenizer_factory) + init_args
     )
     pool_holder.append(pool)
     gated = throttle.gate(_batches(reader, config.batch_size))
@@ -528,6 +584,15 @@ def preprocess(
             w.finalize()
         for w in list(mask_writers.values()) + list(writers.values()):
             w.publish()
+        for key in keys:
+            text = writers[key].prefix
+            if codeswitcher is not None:
+                write_loss_mask_record(text)
+            else:
+                # a mask left by an earlier --codeswitch run on this prefix would silently mask
+                # the new plain text's targets; removed once the new text is in place
+                for path in remove_loss_mask(text):
+                    logger.info("removed stale loss mask file %s (this run writes no loss mask)", path)
         stats.outputs = [writers[k].prefix for k in keys] + [mask_writers[k].prefix for k in mask_writers]
         committed = True
     finally:

@@ -27,6 +27,7 @@ import gzip
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -46,6 +47,9 @@ FORMATS = ("jsonl", "parquet", "text")
 
 TEXT_UNITS = ("line", "paragraph", "file")
 """What one document is in a plain-text file: a line, a blank-line separated block, the file."""
+
+# A JSON "\ud800" escape decodes to a lone surrogate: a str that no tokenizer can encode as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _EXTENSIONS = {
     ".jsonl": "jsonl",
@@ -232,8 +236,21 @@ def decode_record(record: RawRecord, json_keys: Sequence[str]) -> Tuple[Any, ...
                 raise MalformedRecordError(
                     f"{record.where}: key {key!r} holds {type(value).__name__}, not a string"
                 )
+        if b"\\u" in line:  # type: ignore[operator]  # only escapes can produce surrogates
+            _check_surrogates(value, record.where, key)
         values.append(value)
     return tuple(values)
+
+
+def _check_surrogates(value: Any, where: str, key: str) -> None:
+    for text in (value if isinstance(value, list) else [value]):
+        if isinstance(text, str):
+            m = _SURROGATE.search(text)
+            if m is not None:
+                raise MalformedRecordError(
+                    f"{where}: key {key!r} holds a lone surrogate \\u{ord(m.group()):04x} at character {m.start()} "
+                    f"(not valid Unicode text)"
+                )
 
 
 class _CountingFile(io.RawIOBase):

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
 
 import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-from megatron_prealign.platform import init_distributed
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from megatron_prealign.platform import ensure_master_port, init_distributed
 
 
 def setup_eval_process(tensor_model_parallel_size: int = 1, seed: int = 1234) -> torch.device:
@@ -31,8 +23,8 @@ def setup_eval_process(tensor_model_parallel_size: int = 1, seed: int = 1234) ->
     Returns:
         The device this rank computes on.
     """
-    if not torch.distributed.is_initialized() and "MASTER_PORT" not in os.environ:
-        os.environ["MASTER_PORT"] = str(_free_port())
+    if not torch.distributed.is_initialized():
+        ensure_master_port()
     dev = init_distributed()
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(tensor_model_parallel_size=tensor_model_parallel_size)

@@ -1,6 +1,7 @@
 """Exporting trained checkpoints to other formats (Hugging Face ``transformers``)."""
 
 from megatron_prealign.export.hf import (
+    EXPORT_SENTINEL,
     ExportError,
     HFExportConfig,
     export_hf,
@@ -8,4 +9,4 @@ from megatron_prealign.export.hf import (
     split_qkv,
 )
 
-__all__ = ["ExportError", "HFExportConfig", "export_hf", "load_checkpoint_tensors", "split_qkv"]
+__all__ = ["EXPORT_SENTINEL", "ExportError", "HFExportConfig", "export_hf", "load_checkpoint_tensors", "split_qkv"]

@@ -50,8 +50,10 @@ Memory: the whole model is held twice on the CPU (checkpoint tensors + the HF mo
 checkpoint's dtype. Needs ``transformers`` >= 5 (tested with 5.23.0).
 
 Output: written into ``{output}.tmp-<pid>`` and renamed on success (``config.json``,
-``model.safetensors``, ``generation_config.json``, tokenizer files, and ``prealign_meta.json``
-copied for provenance).
+``model.safetensors``, ``generation_config.json``, tokenizer files, ``prealign_meta.json``
+copied for provenance, and the sentinel ``.prealign_hf_export``). ``overwrite`` replaces only a
+directory holding that sentinel (a previous export), never the checkpoint being read or a folder
+containing it; an output inside the iteration folder being read is refused too.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ExportError", "HFExportConfig", "export_hf", "load_checkpoint_tensors", "split_qkv"]
+__all__ = ["EXPORT_SENTINEL", "ExportError", "HFExportConfig", "export_hf", "load_checkpoint_tensors", "split_qkv"]
 
 MODEL_PREFIXES = ("embedding.", "decoder.", "output_layer.")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -592,6 +594,39 @@ def write_tokenizer_files(tok: Dict[str, Any], out_dir: str, model_max_length: i
 # ---------------------------------------------------------------------------------------------
 
 
+EXPORT_SENTINEL = ".prealign_hf_export"
+"""File written into every export directory; ``overwrite`` deletes only directories holding it."""
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (real paths)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_output(cfg: HFExportConfig, output: str, ckpt_dir: str) -> None:
+    """Refuse outputs that would destroy input data or cannot be written (one-line ExportError)."""
+    for src in {os.path.abspath(cfg.load), os.path.abspath(ckpt_dir)}:
+        if _inside(src, output):
+            raise ExportError(f"--output {cfg.output} is or contains the checkpoint being read ({src}); choose another directory")
+    if _inside(output, ckpt_dir):
+        raise ExportError(f"--output {cfg.output} lies inside the checkpoint being read ({ckpt_dir}); choose another directory")
+    if os.path.lexists(output):
+        if not cfg.overwrite:
+            raise ExportError(f"--output {cfg.output} exists (pass --overwrite to replace it)")
+        if not os.path.isdir(output) or os.path.islink(output) or not os.path.isfile(os.path.join(output, EXPORT_SENTINEL)):
+            raise ExportError(
+                f"--output {cfg.output} exists and is not a previous export (no {EXPORT_SENTINEL} in it); "
+                f"--overwrite only replaces exports, refusing to delete it"
+            )
+    parent = os.path.dirname(output)
+    existing = parent
+    while existing and not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    if existing and not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"--output {cfg.output}: directory {existing} is not writable")
+
+
 def export_hf(cfg: HFExportConfig) -> str:
     """Export a checkpoint to a Hugging Face model directory.
 
@@ -606,20 +641,27 @@ def export_hf(cfg: HFExportConfig) -> str:
             changed tokenizer file, or ``cfg.output`` exists (without ``overwrite``).
     """
     output = os.path.abspath(cfg.output.rstrip("/") or cfg.output)
-    if os.path.exists(output) and not cfg.overwrite:
+    if os.path.lexists(output) and not cfg.overwrite:
         raise ExportError(f"--output {cfg.output} exists (pass --overwrite to replace it)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ExportError("export runs in one process (it loads whole tensors); do not launch it with torchrun")
     if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
         raise ExportError(f"--dtype {cfg.dtype!r}: choose auto, " + ", ".join(DTYPES))
     ckpt_dir, meta = _resolve(cfg.load, cfg.iteration)
+    _check_output(cfg, output, ckpt_dir)
     _architecture(meta["model"], ckpt_dir)  # fail before loading tensors
     tensors = load_checkpoint_tensors(ckpt_dir)
     model = build_hf_model(ckpt_dir, meta, tensors, cfg.keep_padded_vocab, cfg.dtype, cfg.extra)
 
+    from megatron_prealign.platform.process import remove_stale_temp_files, temp_name
+
     parent = os.path.dirname(output)
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{output}.tmp-{os.getpid()}"
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"--output {cfg.output}: cannot create {parent} ({err.strerror})") from None
+    remove_stale_temp_files(output)  # exports killed with kill -9
+    tmp = temp_name(output)
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     try:
@@ -629,6 +671,8 @@ def export_hf(cfg: HFExportConfig) -> str:
             write_tokenizer_files(meta["tokenizer"], tmp, max_len, ckpt_dir)
         with open(os.path.join(tmp, "prealign_meta.json"), "w", encoding="utf-8") as f:
             json.dump(dict(meta, exported_from=os.path.abspath(ckpt_dir)), f, indent=2, sort_keys=True, default=str)
+        with open(os.path.join(tmp, EXPORT_SENTINEL), "w", encoding="utf-8") as f:
+            f.write("written by tools/export_hf.py; --overwrite may replace this directory\n")
         if os.path.exists(output):
             old = f"{output}.old-{os.getpid()}"
             os.replace(output, old)
@@ -636,6 +680,9 @@ def export_hf(cfg: HFExportConfig) -> str:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, output)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(f"--output {cfg.output}: cannot write the export ({err.strerror or err})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

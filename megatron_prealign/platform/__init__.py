@@ -6,6 +6,7 @@ Public surface:
   the torchrun environment and, when CUDA is absent, activate CPU support for megatron-core.
 * :func:`ensure_platform` — activate CPU support without touching ``torch.distributed``.
 * :func:`device` — the device library code should put tensors on.
+* :mod:`.process` — free ports, children that die with their parent, stale temp files.
 * :mod:`.compat` — differences between supported megatron-core releases.
 """
 
@@ -16,4 +17,12 @@ from megatron_prealign.platform.runtime import (
     init_distributed,
 )
 
-__all__ = ["cpu_support_active", "device", "ensure_platform", "init_distributed"]
+from megatron_prealign.platform.process import (
+    die_with_parent,
+    ensure_master_port,
+    free_port,
+    remove_stale_temp_files,
+)
+
+__all__ = ["cpu_support_active", "device", "die_with_parent", "ensure_master_port", "free_port",
+           "remove_stale_temp_files", "ensure_platform", "init_distributed"]

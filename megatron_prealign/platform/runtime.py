@@ -56,7 +56,13 @@ def init_distributed(timeout_minutes: float = 10.0) -> torch.device:
     if torch.distributed.is_initialized():
         return dev
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29500")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # a 1-process run outside torchrun: a free port, so two tools at once do not collide
+        from megatron_prealign.platform.process import ensure_master_port
+
+        ensure_master_port()
+    else:
+        os.environ.setdefault("MASTER_PORT", "29500")
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     backend = "nccl" if dev.type == "cuda" else "gloo"

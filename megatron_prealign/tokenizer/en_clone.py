@@ -186,8 +186,14 @@ def clone_indexed_dataset(
     # a truncated/corrupt .idx or .bin -> one-line IndexedDatasetError (a ValueError) instead of
     # megatron-core's bare struct/buffer errors
     header = check_indexed_dataset(input_prefix)
+    inputs = {os.path.realpath(input_prefix + ext) for ext in (".bin", ".idx")}
+    if inputs & {os.path.realpath(output_prefix + ext) for ext in (".bin", ".idx")}:
+        raise ValueError(f"--output-prefix {output_prefix} would overwrite the input dataset {input_prefix}")
     out_dir = os.path.dirname(os.path.abspath(output_prefix))
     os.makedirs(out_dir, exist_ok=True)
+    from megatron_prealign.platform.process import remove_stale_temp_files
+
+    remove_stale_temp_files(output_prefix)  # left by a run killed with kill -9
     start = time.time()
     ds = IndexedDataset(input_prefix, multimodal=header.multimodal, mmap=True)
     in_dtype = ds.index.dtype

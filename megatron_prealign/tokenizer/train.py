@@ -157,12 +157,31 @@ def train_byte_level_bpe(
     Returns:
         Dict[str, str]: paths ``tokenizer_json``, ``tokenizer_config``, ``vocab_file``,
         ``merge_file``.
+
+    Raises:
+        ValueError: ``vocab_size`` below the 256 bytes + special tokens, ``min_frequency`` < 1,
+            or no non-empty text (nothing is written).
+        OSError: the files cannot be written (e.g. a full disk); nothing is left behind.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     specials: List[str] = [EOD_TOKEN] + ([PAD_TOKEN] if add_pad else []) + [
         t for t in special_tokens if t not in (EOD_TOKEN, PAD_TOKEN)
     ]
+    smallest = 256 + len(specials)
+    if vocab_size < smallest:
+        raise ValueError(f"--vocab-size {vocab_size}: must be at least {smallest} (256 bytes + {len(specials)} special tokens)")
+    if min_frequency < 1:
+        raise ValueError(f"--min-frequency {min_frequency}: must be >= 1")
+    seen = [0]
+
+    def counted(items: Iterable[str]) -> Iterator[str]:
+        for t in items:
+            if t:
+                seen[0] += 1
+                yield t
+
+    texts = counted(texts)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -174,11 +193,18 @@ def train_byte_level_bpe(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    if seen[0] == 0:
+        raise ValueError("no training text: the inputs hold no non-empty document (check --input and --json-keys)")
 
+    created = not os.path.isdir(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".train-tokenizer-", dir=output_dir)
+    done = False
     try:
-        tok.save(os.path.join(tmp, "tokenizer.json"))
+        try:
+            tok.save(os.path.join(tmp, "tokenizer.json"))
+        except Exception as err:  # the tokenizers library raises a plain Exception for I/O errors
+            raise OSError(f"{output_dir}: cannot write tokenizer.json ({err})") from None
         with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
             config = {"eos_token": EOD_TOKEN, "bos_token": None}
             if add_pad:
@@ -197,8 +223,14 @@ def train_byte_level_bpe(
         names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
         for name in names:
             os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done and created:
+            try:
+                os.rmdir(output_dir)  # only if empty: nothing of ours is left in it
+            except OSError:
+                pass
     return {
         "tokenizer_json": os.path.join(output_dir, "tokenizer.json"),
         "tokenizer_config": os.path.join(output_dir, "tokenizer_config.json"),

@@ -99,7 +99,7 @@ def build_alignment_stream(
             positive pair.
     """
     from megatron_prealign.alignment import AlignmentTable
-    from megatron_prealign.tokenizer import same_tokenizer
+    from megatron_prealign.tokenizer import check_table_tokenizer
 
     table = AlignmentTable.load(table_path)
     vocab = min(int(tokenizer.vocab_size), int(model_vocab_size))
@@ -108,10 +108,7 @@ def build_alignment_stream(
     except ValueError as exc:
         raise ValueError(f"--prealign-table: {exc} (model vocabulary {model_vocab_size}, tokenizer "
                          f"{tokenizer.vocab_size})") from None
-    if hasattr(tokenizer, "describe") and table.tokenizer and not same_tokenizer(table.tokenizer, tokenizer.describe()):
-        raise ValueError(f"--prealign-table {table_path}: built with tokenizer {table.tokenizer.get('type')} "
-                         f"(vocab {table.tokenizer.get('vocab_size')}), not this run's "
-                         f"{tokenizer.describe().get('type')} (vocab {tokenizer.vocab_size})")
+    check_table_tokenizer(table.tokenizer, tokenizer, "--prealign-table", table_path)
     config = WordBatchConfig(
         words_per_microbatch=words_per_microbatch,
         micro_batch_size=micro_batch_size,

@@ -14,7 +14,9 @@ a resumed job reads exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -221,11 +223,20 @@ def build_lm_iterator(dataset: Optional[GPTDataset], consumed_samples: int, micr
                                  data_parallel_rank, data_parallel_size, cyclic=cyclic)
     # A private generator: creating a loader iterator draws a seed, and it must not come from
     # the global RNG (that would shift dropout after a resume, which restores the global RNG).
+    # Workers die with this process: after a kill -9 torch's own watchdog only notices within
+    # seconds, and a worker blocked elsewhere (pin-memory, a slow read) may never notice.
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=device().type == "cuda",
         persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0),
+        worker_init_fn=functools.partial(_worker_dies_with_parent, os.getpid()) if num_workers > 0 else None,
     )
     return iter(loader)
+
+
+def _worker_dies_with_parent(parent_pid: int, worker_id: int) -> None:
+    from megatron_prealign.platform.process import die_with_parent
+
+    die_with_parent(parent_pid)
 
 
 def move_batch(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
