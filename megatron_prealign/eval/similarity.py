@@ -74,13 +74,10 @@ def embedding_language_means(weight: torch.Tensor, row_start: int, src_ids: Sequ
 
 
 def _slot_tokens(batch: Dict[str, object]) -> Dict[int, Tuple[int, ...]]:
-    """Token ids of every word slot of a packed microbatch (a word lies in one row, in order)."""
-    tokens, segments = batch["tokens"], batch["segment_ids"]
-    out: Dict[int, list] = defaultdict(list)
-    for t, s in zip(tokens.reshape(-1).tolist(), segments.reshape(-1).tolist()):
-        if s >= 0:
-            out[s].append(t)
-    return {k: tuple(v) for k, v in out.items()}
+    """Token ids of every word slot of a pre-alignment microbatch (one word per row, right-padded)."""
+    tokens, lengths = batch["tokens"], batch["lengths"]
+    return {row: tuple(int(t) for t in tokens[row, :n].tolist())
+            for row, n in enumerate(lengths.tolist()) if n > 0}
 
 
 @torch.no_grad()
@@ -135,7 +132,7 @@ def mean_aligned_similarity(model: torch.nn.Module, table, config: SimilarityCon
             features, _ = pooled_level_features(model, batch, levels, need_output=False)
         finally:
             gpt.train(was_training)
-        slots = _slot_tokens({k: batch[k].cpu() for k in ("tokens", "segment_ids")})
+        slots = _slot_tokens({k: batch[k].cpu() for k in ("tokens", "lengths")})
         labels = batch["word_labels"].tolist()
         src_slot: Dict[int, int] = {}
         pairs = []
