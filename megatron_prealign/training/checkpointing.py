@@ -73,6 +73,8 @@ __all__ = [
     "read_latest_iteration",
     "read_common",
     "read_meta",
+    "meta_from_checkpoint_files",
+    "resolve_model_config",
     "model_config_from_args",
     "check_model_compatible",
     "clean_stale_temporaries",
@@ -364,7 +366,7 @@ def _megatron_args(meta: Mapping[str, Any], model_cfg: Mapping[str, Any], train_
     return argparse.Namespace(**args)
 
 
-def _meta_from_common(path: str, iteration: int) -> Dict[str, Any]:
+def meta_from_checkpoint_files(path: str, iteration: int) -> Dict[str, Any]:
     """What ``prealign_meta.json`` would hold, derived from a Megatron-LM checkpoint."""
     common = read_common(path)
     args = _args_dict(common)
@@ -414,7 +416,7 @@ def read_meta(root: str, iteration: Optional[int] = None) -> Dict[str, Any]:
     path, iteration = _resolve(root, iteration)
     meta_path = os.path.join(path, META_FILENAME)
     if not os.path.isfile(meta_path):
-        return _meta_from_common(path, iteration)
+        return meta_from_checkpoint_files(path, iteration)
     try:
         with open(meta_path) as f:
             return json.load(f)
@@ -546,6 +548,28 @@ def _sharded_state_dict(model: List[torch.nn.Module], optimizer: Any, content_md
     return sd
 
 
+_SCHEDULER_STEP_KEYS = ("num_steps", "lr_warmup_steps", "lr_decay_steps", "wd_incr_steps", "wsd_decay_steps")
+
+
+def _scheduler_units(state: Dict[str, Any], factor: float) -> Dict[str, Any]:
+    """The scheduler state with its step counts multiplied by ``factor``.
+
+    Our scheduler counts iterations; Megatron-LM's counts samples (it steps by the global batch
+    size), and its loader compares warm-up/decay lengths with its own. Checkpoints hold samples.
+    """
+    out = dict(state)
+    for key in _SCHEDULER_STEP_KEYS:
+        if out.get(key) is not None:
+            value = out[key] * factor
+            out[key] = int(round(value)) if abs(value - round(value)) < 1e-9 else value
+    return out
+
+
+def _global_batch_size(args: Mapping[str, Any]) -> int:
+    gbs = args.get("global_batch_size")
+    return int(gbs) if gbs else 1
+
+
 def _barrier() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -671,7 +695,8 @@ def save_checkpoint(
             rng_state=_rng_sharded_object(_rng_state()),
         )
         if scheduler is not None:
-            sd["opt_param_scheduler"] = scheduler.state_dict()
+            sd["opt_param_scheduler"] = _scheduler_units(scheduler.state_dict(),
+                                                         _global_batch_size(vars(sd["args"])))
         dist_checkpointing.save(sd, tmp, validate_access_integrity=True, content_metadata=content_md)
         _barrier()
         if _is_rank0():
@@ -776,7 +801,10 @@ def load_checkpoint(
     _unwrap(model[0]).load_state_dict(loaded["model"], strict=True)
     if load_optim:
         optimizer.load_state_dict(loaded["optimizer"])
-        scheduler.load_state_dict(common["opt_param_scheduler"])
+        sched_state = common["opt_param_scheduler"]
+        if not legacy:  # samples (Megatron-LM's unit) -> iterations
+            sched_state = _scheduler_units(sched_state, 1.0 / _global_batch_size(_args_dict(common)))
+        scheduler.load_state_dict(sched_state)
     if with_rng:
         state = loaded["rng_state"]
         _set_rng_state(state[0] if isinstance(state, list) else state)
