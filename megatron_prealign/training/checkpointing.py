@@ -102,8 +102,11 @@ SHAPE_FIELDS = (
 _TMP_RE = re.compile(r"^(?P<base>.+)\.tmp-(?P<pid>\d+)$")
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or read (the message is one line and names the path)."""
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written or read (the message is one line and names the path).
+
+    A ``ValueError`` so that every entry point's one-line error handler reports it.
+    """
 
 
 def checkpoint_dir(root: str, iteration: int) -> str:
@@ -204,7 +207,9 @@ def _guarded_load(sharded_state_dict: Dict[str, Any], path: str, **kwargs: Any) 
     """``dist_checkpointing.load`` that names a damaged file in one line instead of a traceback."""
     try:
         return dist_checkpointing.load(sharded_state_dict, path, **kwargs)
-    except Exception as exc:
+    except BaseException as exc:  # torch's CheckpointException derives from BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         err = _damaged_error(path, exc)
         if err is not None:
             raise err from None
