@@ -365,3 +365,19 @@ def test_tensor_parallel_larger_than_world_is_one_line(single_process_parallel_s
         initialize_parallel(4, 1, 1234)
     msg = str(err.value)
     assert "\n" not in msg and "--tensor-model-parallel-size 4" in msg and "processes (1)" in msg
+
+
+def test_export_reads_a_checkpoint_without_prealign_meta(tmp_path, single_process_parallel_state):
+    """export_hf on a Megatron-LM style checkpoint (no prealign_meta.json) writes the same
+    weights as on the same checkpoint with it."""
+    from safetensors.torch import load_file
+
+    from megatron_prealign.export.hf import HFExportConfig, export_hf
+
+    _saved(tmp_path / "ckpt")
+    with_meta = export_hf(HFExportConfig(load=str(tmp_path / "ckpt"), output=str(tmp_path / "a"), tokenizer=False))
+    os.remove(tmp_path / "ckpt" / "iter_0000003" / checkpointing.META_FILENAME)
+    without = export_hf(HFExportConfig(load=str(tmp_path / "ckpt"), output=str(tmp_path / "b"), tokenizer=False))
+    a = load_file(os.path.join(with_meta, "model.safetensors"))
+    b = load_file(os.path.join(without, "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
