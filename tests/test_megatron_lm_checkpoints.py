@@ -7,8 +7,9 @@ folder, extracts only ``megatron/training`` and runs it in a subprocess
 (``tests/megatron_lm_harness.py``) against the installed megatron-core, on CPU. The tests skip,
 saying why, when the wheel cannot be downloaded or its code does not import here.
 
-Environment: ``MEGATRON_LM_VERSION`` (default ``0.17.1``, the closest to 0.16.1; 0.18/0.19 also
-import), ``MEGATRON_LM_CACHE`` (default ``~/.cache/megatron-prealign/megatron-lm``),
+Environment: ``MEGATRON_LM_VERSION`` (default ``0.17.1``, the closest to 0.16.1 and the newest
+whose training code imports on Python 3.11; 0.18/0.19 use ``typing.override``, Python >= 3.12,
+and skip here), ``MEGATRON_LM_CACHE`` (default ``~/.cache/megatron-prealign/megatron-lm``),
 ``MEGATRON_LM_ROOT`` (an existing folder holding ``megatron/training``; no download).
 
 Nothing of Megatron-LM is committed to this repository.
