@@ -20,7 +20,8 @@ def test_missing_paths_are_one_line_errors(tmp_path):
     (tmp_path / "iter_0000005").mkdir()
     assert loading.resolve_checkpoint_dir(str(tmp_path)) == (str(tmp_path / "iter_0000005"), 5)
     assert loading.resolve_checkpoint_dir(str(tmp_path / "iter_0000005")) == (str(tmp_path / "iter_0000005"), 5)
-    with pytest.raises(loading.EvalLoadError, match="no prealign_meta.json"):
+    # No prealign_meta.json: read as a Megatron-LM checkpoint, and this folder is none.
+    with pytest.raises(loading.EvalLoadError, match=r"iter_0000005: not a torch_dist checkpoint \(no metadata.json\)"):
         loading.read_meta(str(tmp_path / "iter_0000005"))
 
 

@@ -5,6 +5,12 @@ Evaluation needs no training flags: the model shape comes from the checkpoint's
 dict) via ``megatron_prealign.training.checkpointing.load_model_for_eval``; the tokenizer from
 its ``tokenizer`` record unless the user passes tokenizer flags.
 
+A Megatron-LM checkpoint (torch_dist, no ``prealign_meta.json``) loads too: its model shape
+comes from the ``args`` Megatron-LM saved in ``common.pt`` (as ``--use-checkpoint-args``) and
+the embedding's shape, or, when it saved none, from the model flags
+(:func:`add_checkpoint_args`: ``--num-layers``, ``--hidden-size``, ...); its tokenizer from the
+tokenizer flags, or from the tokenizer args it saved.
+
 Errors are one line (:class:`EvalLoadError`) and raised before any result file is written.
 """
 
@@ -54,10 +60,17 @@ def resolve_checkpoint_dir(load_dir: str, iteration: Optional[int] = None) -> Tu
 
 
 def read_meta(checkpoint_dir: str) -> Dict[str, Any]:
-    """Read ``prealign_meta.json`` of an ``iter_*`` folder (one-line error when absent/invalid)."""
+    """Metadata of an ``iter_*`` folder: ``prealign_meta.json``, or for a Megatron-LM checkpoint
+    the record derived from its ``common.pt`` (``source: "megatron-lm"``; one-line errors)."""
     path = os.path.join(checkpoint_dir, META_NAME)
     if not os.path.isfile(path):
-        raise EvalLoadError(f"{checkpoint_dir}: no {META_NAME} (not a megatron-prealign checkpoint)")
+        from megatron_prealign.training.checkpointing import meta_from_checkpoint_files
+
+        m = re.fullmatch(r"iter_(\d+)", os.path.basename(os.path.normpath(checkpoint_dir)))
+        try:
+            return meta_from_checkpoint_files(checkpoint_dir, int(m.group(1)) if m else 0)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise EvalLoadError(str(exc).splitlines()[0] if str(exc) else f"{checkpoint_dir}: {type(exc).__name__}") from None
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
@@ -100,6 +113,13 @@ def tokenizer_from_meta(meta: Dict[str, Any], where: str = "") -> Any:
     record nests the base tokenizer under ``base``) and ``NullTokenizer`` (``vocab_size`` N+1).
     """
     desc = meta.get("tokenizer")
+    if (not isinstance(desc, dict) or not desc) and isinstance(meta.get("tokenizer_args"), dict):
+        # A Megatron-LM checkpoint: the tokenizer flags it was trained with (its args).
+        targs = meta["tokenizer_args"]
+        desc = {"type": targs.get("tokenizer_type"),
+                **{k: targs[k] for k in ("vocab_file", "merge_file", "tokenizer_model") if targs.get(k)}}
+        if desc["type"] == "NullTokenizer" and (meta.get("args") or {}).get("vocab_size"):
+            desc["vocab_size"] = int(meta["args"]["vocab_size"]) + 1
     if not isinstance(desc, dict) or not desc:
         raise EvalLoadError(f"{where}: checkpoint records no tokenizer; pass --tokenizer-type and its files")
     from megatron_prealign import tokenizer as tk
@@ -130,6 +150,7 @@ def load_checkpoint_for_eval(
     for_training: bool = False,
     hidden_dropout: Optional[float] = None,
     attention_dropout: Optional[float] = None,
+    model_config: Optional[Dict[str, Any]] = None,
 ) -> Tuple[torch.nn.Module, Any, Dict[str, Any], Any]:
     """Load a checkpoint for evaluation under the current parallel state (TP=1, PP=1 by default).
 
@@ -141,6 +162,9 @@ def load_checkpoint_for_eval(
             and return the model in train mode; default evaluation, dropout off, eval mode.
         hidden_dropout: hidden dropout override for ``for_training`` (``None``: the checkpoint's).
         attention_dropout: attention dropout override for ``for_training`` (``None``: the checkpoint's).
+        model_config: ``GPTModelConfig`` fields from model flags (``None`` values: not given);
+            needed only for a Megatron-LM checkpoint that saved no ``args``; where the
+            checkpoint records its shape, a contradicting flag is an error.
 
     Returns:
         ``(model, cfg, meta, tokenizer)``; ``cfg`` carries the dropout the model was built with.
@@ -148,22 +172,27 @@ def load_checkpoint_for_eval(
     Raises:
         EvalLoadError: missing checkpoint, missing meta, or a tokenizer that does not match.
     """
+    from megatron_prealign.training.checkpointing import CheckpointError, load_model_for_eval, resolve_model_config
+
     ckpt_dir, it = resolve_checkpoint_dir(load_dir, iteration)
     meta = read_meta(ckpt_dir)
-    model_cfg = meta.get("model")
-    if not isinstance(model_cfg, dict) or "vocab_size" not in model_cfg:
+    try:
+        model_cfg = resolve_model_config(meta, model_config, where=ckpt_dir)
+    except ValueError as exc:
+        raise EvalLoadError(str(exc)) from None
+    if "vocab_size" not in model_cfg:
         raise EvalLoadError(f"{ckpt_dir}/{META_NAME}: no 'model' config with a vocab_size")
     if tokenizer is None:
         tokenizer = tokenizer_from_meta(meta, where=ckpt_dir)
     check_tokenizer_matches(tokenizer, int(model_cfg["vocab_size"]), meta, where=ckpt_dir)
-    try:
-        from megatron_prealign.training.checkpointing import load_model_for_eval
-    except ImportError as exc:  # pragma: no cover - until the training package lands
-        raise EvalLoadError(f"checkpoint loading unavailable: {exc}") from None
     root = load_dir if not re.fullmatch(r"iter_\d+", os.path.basename(os.path.normpath(load_dir))) else os.path.dirname(os.path.normpath(load_dir))
     # load_model_for_eval seeds Megatron's RNG tracker itself when the caller has not.
-    model, cfg, meta2 = load_model_for_eval(root, iteration=it, for_training=for_training,
-                                            hidden_dropout=hidden_dropout, attention_dropout=attention_dropout)
+    try:
+        model, cfg, meta2 = load_model_for_eval(root, iteration=it, for_training=for_training,
+                                                hidden_dropout=hidden_dropout, attention_dropout=attention_dropout,
+                                                model_config=model_config)
+    except CheckpointError as exc:
+        raise EvalLoadError(str(exc)) from None
     return model, cfg, meta2 or meta, tokenizer
 
 
@@ -174,10 +203,31 @@ def add_checkpoint_args(parser: Any) -> Any:
     group.add_argument("--iteration", type=int, default=None, help="Iteration to load (default: latest).")
     group.add_argument("--tensor-model-parallel-size", type=int, default=1,
                        help="TP size to evaluate with (launch with torchrun --nproc-per-node TP); PP is always 1.")
+    model = parser.add_argument_group(
+        "model (only for a Megatron-LM checkpoint that saved no args; Megatron-LM's flag names)")
+    model.add_argument("--num-layers", type=int, default=None)
+    model.add_argument("--hidden-size", type=int, default=None)
+    model.add_argument("--num-attention-heads", type=int, default=None)
+    model.add_argument("--ffn-hidden-size", type=int, default=None)
+    model.add_argument("--max-position-embeddings", type=int, default=None)
+    model.add_argument("--position-embedding-type", choices=["learned_absolute", "rope"], default=None)
+    model.add_argument("--normalization", choices=["LayerNorm", "RMSNorm"], default=None)
+    model.add_argument("--untie-embeddings-and-output-weights", action="store_const", const=True, default=None)
+    model.add_argument("--use-checkpoint-args", action="store_true",
+                       help="Accepted for Megatron-LM compatibility: a checkpoint's saved model args are always used.")
     from megatron_prealign.tokenizer import add_tokenizer_args
 
     add_tokenizer_args(parser, required=False)
     return parser
+
+
+def model_flags(args: Any) -> Dict[str, Any]:
+    """``GPTModelConfig`` fields given as model flags (absent flags are left out)."""
+    names = {"num_layers": "num_layers", "hidden_size": "hidden_size", "num_attention_heads": "num_attention_heads",
+             "ffn_hidden_size": "ffn_hidden_size", "max_position_embeddings": "max_sequence_length",
+             "position_embedding_type": "position_embedding_type", "normalization": "normalization",
+             "untie_embeddings_and_output_weights": "untie_embeddings_and_output_weights"}
+    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
 
 
 def load_from_args(args: Any, parser: Any = None, for_training: bool = False
@@ -207,7 +257,8 @@ def load_from_args(args: Any, parser: Any = None, for_training: bool = False
             tokenizer = build_tokenizer_from_args(args)
         return load_checkpoint_for_eval(args.load, args.iteration, tokenizer, for_training=for_training,
                                         hidden_dropout=getattr(args, "hidden_dropout", None),
-                                        attention_dropout=getattr(args, "attention_dropout", None))
+                                        attention_dropout=getattr(args, "attention_dropout", None),
+                                        model_config=model_flags(args))
     except (EvalLoadError, OSError, ValueError) as exc:
         if parser is not None:
             parser.exit(2, f"error: {exc}\n")

@@ -105,6 +105,14 @@ def initialize_parallel(tensor_model_parallel_size: int, pipeline_model_parallel
     from megatron_prealign.platform import init_distributed
 
     dev = init_distributed()
+    world = torch.distributed.get_world_size()
+    model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size
+    if tensor_model_parallel_size < 1 or pipeline_model_parallel_size < 1 or world % model_parallel:
+        # megatron-core would fail with a traceback (or an assertion) deep in its group setup.
+        raise ValueError(
+            f"--tensor-model-parallel-size {tensor_model_parallel_size} x --pipeline-model-parallel-size "
+            f"{pipeline_model_parallel_size} = {model_parallel} must divide the number of processes ({world}); "
+            f"launch a multiple of {model_parallel} processes (torchrun --nproc-per-node) or lower the sizes")
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=tensor_model_parallel_size,
