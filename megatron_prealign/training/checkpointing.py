@@ -307,10 +307,13 @@ def model_config_from_args(args: Mapping[str, Any], vocab_size: Optional[int] = 
     # Megatron-LM defaults ffn_hidden_size to 4h (or the SwiGLU size); GPTModelConfig's None is 4h.
     if out["ffn_hidden_size"] is not None and int(out["ffn_hidden_size"]) == 4 * out["hidden_size"]:
         out["ffn_hidden_size"] = None
-    for key in ("hidden_dropout", "attention_dropout", "init_method_std", "bf16", "sequence_parallel",
-                "swiglu", "num_query_groups"):
+    for key in ("hidden_dropout", "attention_dropout", "init_method_std", "bf16", "sequence_parallel", "swiglu"):
         if key in fields and args.get(key) is not None:
             out[key] = args[key]
+    # Megatron-LM keeps num_query_groups (default 1) in its args even without GQA: it counts only
+    # with --group-query-attention.
+    if gqa and "num_query_groups" in fields:
+        out["num_query_groups"] = int(args["num_query_groups"])
     return {k: v for k, v in out.items() if k in fields}
 
 
