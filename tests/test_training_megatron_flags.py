@@ -167,7 +167,12 @@ def test_train_samples_become_megatrons_iterations(samples, gbs, rampup):
                   " --lr-warmup-fraction 0.1 --prealign-mode none", world_size=1)
     assert args.train_iters == iters
     cfg = config_from_args(args, vocab_size=100)
-    assert cfg.optim.lr_decay_iters == iters  # the schedule ends with the last sample, as Megatron-LM's
+    # the decay spans the LM stage (None = its own length): it ends with the last sample, as Megatron-LM's
+    assert cfg.optim.lr_decay_iters is None
+    from megatron_prealign.training.stages import schedule_segments
+
+    (segment,) = schedule_segments(cfg.training.train_iters, cfg.prealign, cfg.optim)
+    assert segment.decay_iters == iters
     assert cfg.optim.lr_warmup_iters == resolve_train_iters(int(0.1 * samples), gbs, rampup)
 
 

@@ -683,7 +683,9 @@ def config_from_args(args: argparse.Namespace, vocab_size: int, clone_base_vocab
         warmup_samples = (args.lr_warmup_fraction * decay_samples if args.lr_warmup_fraction is not None
                           else args.lr_warmup_samples)
         rampup = args.rampup_batch_size
-        decay_iters = resolve_train_iters(decay_samples, gbs, rampup)
+        # Without --lr-decay-samples the decay spans the LM stage (None: its own length, after a
+        # separate alignment stage), as with --train-iters.
+        decay_iters = resolve_train_iters(args.lr_decay_samples, gbs, rampup) if args.lr_decay_samples else None
         warmup_iters = resolve_train_iters(int(warmup_samples), gbs, rampup) if warmup_samples else 0
     else:
         decay_iters = args.lr_decay_iters
