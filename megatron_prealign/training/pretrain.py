@@ -182,7 +182,8 @@ def pretrain(
     if hasattr(tokenizer, "describe"):
         full_meta["tokenizer"] = tokenizer.describe()
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, scheduler: Any) -> None:
+        # the scheduler is passed: the loop replaces it at a stage boundary
         state.align = align_stream.state_dict() if align_stream is not None else {}
         path = checkpointing.save_checkpoint(cfg.checkpoint.save, iteration, model, optimizer, scheduler,
                                              state.to_dict(), full_meta)
@@ -281,7 +282,7 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
             or (stage_ends and stage.has_align)  # alignment measurable before the LM stage
         )
         if saving:
-            save(state.iteration)
+            save(state.iteration, scheduler)
         if exiting:
             log_rank0(f" exiting at iteration {state.iteration} after {why}"
                       f"{'' if cfg.checkpoint.save else ' (no --save: nothing saved)'}")
