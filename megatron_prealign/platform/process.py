@@ -24,7 +24,8 @@ from typing import List
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["die_with_parent", "ensure_master_port", "free_port", "pid_alive", "remove_stale_temp_files", "temp_name"]
+__all__ = ["die_with_parent", "ensure_master_port", "free_port", "pid_alive", "remove_dead_temporaries", "remove_stale_temp_files",
+           "temp_name"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -102,14 +103,23 @@ def remove_stale_temp_files(path: str) -> List[str]:
     base = os.path.basename(os.path.normpath(path))
     if not base or not os.path.isdir(folder):
         return []
-    pattern = re.compile(re.escape(base) + r"[^/]*?\.tmp-(\d+)(\.[A-Za-z0-9]+)?$")
+    return remove_dead_temporaries(folder, re.compile(re.escape(base) + r"[^/]*?\.tmp-(?P<pid>\d+)(\.[A-Za-z0-9]+)?$"))
+
+
+def remove_dead_temporaries(folder: str, pattern: "re.Pattern[str]") -> List[str]:
+    """Remove the entries of ``folder`` whose name matches ``pattern`` (a ``pid`` group) and whose
+    writer process is gone (not alive, not this one). Files and folders alike.
+
+    Returns:
+        The removed paths.
+    """
     removed: List[str] = []
     me = os.getpid()
-    for name in os.listdir(folder):
+    for name in sorted(os.listdir(folder)):
         m = pattern.match(name)
         if m is None:
             continue
-        pid = int(m.group(1))
+        pid = int(m.group("pid"))
         if pid == me or pid_alive(pid):
             continue
         victim = os.path.join(folder, name)

@@ -601,16 +601,6 @@ def _write_text_atomic(path: str, text: str) -> None:
         raise
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def clean_stale_temporaries(root: str) -> List[str]:
     """Remove ``*.tmp-<pid>`` files and folders under ``root`` whose process is gone.
 
@@ -621,9 +611,11 @@ def clean_stale_temporaries(root: str) -> List[str]:
     Returns:
         The removed paths.
     """
-    removed: List[str] = []
     if not os.path.isdir(root):
-        return removed
+        return []
+    from megatron_prealign.platform.process import remove_dead_temporaries
+
+    return remove_dead_temporaries(root, _TMP_RE)
     for name in sorted(os.listdir(root)):
         m = _TMP_RE.match(name)
         if not m:
