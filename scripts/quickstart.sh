@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart: set up ./.venv (scripts/setup_env.sh, installs only what is missing), then run
-# PreAlign end to end on built-in data (no download) and compare it with joint training:
-#   bash scripts/quickstart.sh                     # full run, < 30 min on a 2-core CPU -> ./quickstart_out
-#   bash scripts/quickstart.sh --small             # tiny sizes, < 5 min
+# PreAlign end to end on built-in data (no download): Joint Training, PreAlign, the upper bound:
+#   bash scripts/quickstart.sh                     # full run, ~30 min on a 2-core CPU (33-35 min measured under load) -> ./quickstart_out
+#   bash scripts/quickstart.sh --small             # tiny sizes, a few minutes
 #   bash scripts/quickstart.sh --output-dir DIR    # elsewhere; re-running skips finished stages (--force redoes)
 # Every flag is passed to examples/quickstart/run.py (see its --help).
 set -euo pipefail
