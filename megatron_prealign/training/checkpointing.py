@@ -616,25 +616,6 @@ def clean_stale_temporaries(root: str) -> List[str]:
     from megatron_prealign.platform.process import remove_dead_temporaries
 
     return remove_dead_temporaries(root, _TMP_RE)
-    for name in sorted(os.listdir(root)):
-        m = _TMP_RE.match(name)
-        if not m:
-            continue
-        pid = int(m.group("pid"))
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        path = os.path.join(root, name)
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
-        except OSError as exc:
-            logger.warning("could not remove stale %s: %s", path, exc)
-            continue
-        removed.append(path)
-        logger.warning("removed %s left by a killed run (pid %d)", path, pid)
-    return removed
 
 
 def save_checkpoint(
