@@ -31,6 +31,7 @@ from megatron_prealign.data.preprocess_data import PreprocessConfig, preprocess
 from megatron_prealign.data.readers import InputError, ReaderConfig
 from megatron_prealign.platform.process import pid_alive, remove_stale_temp_files
 from megatron_prealign.tokenizer import build_tokenizer, train_byte_level_bpe
+from training_helpers import write_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO)
@@ -41,14 +42,6 @@ def _tool(name):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def write_dataset(prefix, docs, dtype=np.uint16):
-    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=dtype)
-    for d in docs:
-        builder.add_document(np.asarray(d), [len(d)])
-    builder.finalize(prefix + ".idx")
-    return prefix
 
 
 def dead_pid():

@@ -21,12 +21,13 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from megatron_prealign.data.indexed import IndexedDatasetError, loss_mask_prefix
 from megatron_prealign.data.preprocess_data import PreprocessConfig, preprocess
 from megatron_prealign.data.readers import ReaderConfig
 from megatron_prealign.tokenizer import build_tokenizer
+from training_helpers import write_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO)
@@ -41,14 +42,6 @@ def tree_digest(folder):
             with open(path, "rb") as f:
                 out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
     return out
-
-
-def write_dataset(prefix, docs, dtype=np.uint16):
-    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=dtype)
-    for d in docs:
-        builder.add_document(np.asarray(d), [len(d)])
-    builder.finalize(prefix + ".idx")
-    return prefix
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,17 @@ def write_lm_dataset(prefix: str, vocab: int, num_docs: int, seed: int = 0, low:
         mask.finalize(prefix + "_lossmask.idx")
 
 
+def write_dataset(prefix: str, docs, dtype=np.uint16) -> str:
+    """Write ``{prefix}.bin/.idx`` holding ``docs`` (one document each, given token ids); returns ``prefix``."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    builder = IndexedDatasetBuilder(prefix + ".bin", dtype=dtype)
+    for d in docs:
+        builder.add_document(np.asarray(d), [len(d)])
+    builder.finalize(prefix + ".idx")
+    return prefix
+
+
 def write_table(path: str, tokenizer, num_words: int, offset: int, language: str = "xx",
                 word_len: int = 1) -> None:
     """An alignment table: source word ``i`` (ids ``i, i+1, ...``, ``word_len`` of them)
