@@ -217,3 +217,48 @@ def test_rerun_skips_finished_stages(small_run):
     assert "[skip] joint: trained to iteration" in text and "[skip] prealign: trained to iteration" in text
     assert "pretrain_prealign.py" not in text and "eval_xnli.py" not in text  # nothing recomputed
     assert "summarize_results.py" in text  # the summary is always rebuilt (cheap)
+
+
+def test_ablation_runs_differ_from_prealign_only_where_the_paper_says(tmp_path, monkeypatch):
+    """Each ablation's command = the arm it ablates, with exactly the documented difference."""
+    drv = _load_driver()
+    pipe = drv.Pipeline(str(tmp_path / "out"), "full", force=False, from_stage=None, seed=1, ablations=drv.ABLATIONS)
+    monkeypatch.setattr(pipe, "blend", lambda english, knowledge=True, knowledge_prefix=None:
+                        [os.path.basename(english), os.path.basename(knowledge_prefix or "period_000_text_document")])
+    p = drv.PRESETS["full"]
+
+    def flags(run):
+        cmd = pipe.train_cmd(run)
+        return cmd[cmd.index("--prealign-table"):]  # the common model/optimizer flags come first
+
+    def value(run, flag):
+        cmd = flags(run)
+        return cmd[cmd.index(flag) + 1] if flag in cmd else None
+
+    assert pipe.train_cmd("prealign")[:20] == pipe.train_cmd("post")[:20]  # same model and budget
+    assert value("prealign", "--data-path") == value("joint_cs", "--data-path") == "en_cs_text_document"
+    assert value("joint", "--data-path") == value("prealign_no_cs", "--data-path") == "en_text_document"
+    assert value("on_the_fly", "--data-path") == value("post", "--data-path") == "en_text_document"
+    assert value("joint_cs", "--prealign-mode") == "none" and value("prealign_no_cs", "--prealign-mode") == "init"
+    assert value("on_the_fly", "--prealign-mode") == "on-the-fly" and value("on_the_fly", "--prealign-iters") is None
+    assert value("post", "--prealign-mode") == "post" and value("post", "--prealign-lm-weight") == "1.0"
+    assert int(value("prealign_300", "--prealign-iters")) == 3 * int(value("prealign", "--prealign-iters")) == 3 * p.prealign_iters
+    assert [x for x in flags("prealign_300") if x != str(3 * p.prealign_iters)] == \
+        [x for x in flags("prealign") if x != str(p.prealign_iters)]
+    cs_k = flags("prealign_cs_knowledge")
+    assert cs_k[-1] == "knowledge_cs_text_document" and cs_k[:-1] == flags("prealign")[:-1]
+    assert set(drv.ABLATIONS) <= set(pipe.runs) and set(drv.ABLATIONS) <= set(pipe.oracle_runs)
+
+
+def test_ablation_table_rows_follow_the_paper(tmp_path):
+    drv = _load_driver()
+    metrics = {r: {"ppl_en_clone": float(i), "xnli_en_clone": 50.0, "clka_en_clone": 25.0 + i, "clka_en": 60.0,
+                   "sim_emb_centred": 0.5, "sim_out_centred": 0.25}
+               for i, r in enumerate(("joint", "prealign", "upper_bound", "joint_cs", "post"))}
+    metrics["post_oracle"] = {"clka_en_clone": 44.0, "clka_en_clone_se": 3.5}
+    lines = drv.ablation_table(metrics, ["joint_cs", "post"])
+    titles = [line.split(" | ")[0][2:] for line in lines[2:]]
+    assert titles == ["#1 Joint Training", "#2 Joint + input-only CS", "#4 PreAlign", "Post alignment",
+                      "Upper bound (perfect init)"]
+    post = lines[2 + titles.index("Post alignment")]
+    assert "| 4.0 |" in post and "| 29.0 |" in post and "44.0 ± 3.5" in post and "0.50 / 0.25" in post

@@ -9,6 +9,8 @@ with the same budget -- Joint Training, PreAlign and the paper's perfect-alignme
     python examples/quickstart/run.py --output-dir quickstart_out      # without the setup step
     python examples/quickstart/run.py --seeds 1234,1235,1236 --output-dir qs_seeds   # mean +- sd over seeds
     python examples/quickstart/run.py --force        # redo every stage (default: skip finished ones)
+    python examples/quickstart/run.py --ablations all --output-dir quickstart_out   # + paper Tables 3/2 (~1 h more)
+    python examples/quickstart/run.py --set knowledge_boost=20 --output-dir qs_kb20  # override one preset size
 
 Stages (each prints a banner with the elapsed time; outputs under ``--output-dir``)::
 
@@ -80,8 +82,16 @@ CONTROL = "no_knowledge"
 """The CLKA control: Joint Training without the knowledge text."""
 RUNS = ARMS + (CONTROL,)
 """Every training run."""
+ABLATIONS = ("joint_cs", "prealign_no_cs", "on_the_fly", "post", "prealign_300", "prealign_cs_knowledge")
+"""Optional runs (``--ablations``), the same budget: the paper's Table 3 (#2 Joint + input-only
+codeswitching, #3 pre-alignment without codeswitching) and Table 2 (on-the-fly, post alignment),
+and two configurations of the method tried for keeping the alignment alive (300 alignment steps;
+the knowledge text codeswitched as well). Each gets its oracle re-alignment control."""
 RUN_TITLES = {"joint": "Joint Training", "prealign": "PreAlign", "upper_bound": "Upper bound (perfect init)",
-              CONTROL: "No knowledge (control)"}
+              CONTROL: "No knowledge (control)",
+              "joint_cs": "#2 Joint + input-only CS", "prealign_no_cs": "#3 Pre-alignment, no CS",
+              "on_the_fly": "On-the-fly alignment", "post": "Post alignment",
+              "prealign_300": "PreAlign, 300 alignment steps", "prealign_cs_knowledge": "PreAlign, knowledge codeswitched too"}
 
 
 def oracle_name(run: str) -> str:
@@ -161,10 +171,12 @@ class PipelineError(RuntimeError):
 class Pipeline:
     """Runs the stages into ``out``; each stage's outputs mark it done."""
 
-    def __init__(self, out: str, preset_name: str, force: bool, from_stage: Optional[str], seed: int) -> None:
+    def __init__(self, out: str, preset_name: str, force: bool, from_stage: Optional[str], seed: int,
+                 ablations: Sequence[str] = (), preset: Optional[Preset] = None) -> None:
         self.out = os.path.abspath(out)
+        self.ablations = tuple(ablations)
         self.preset_name = preset_name
-        self.p = PRESETS[preset_name]
+        self.p = preset or PRESETS[preset_name]
         self.force = force
         self.from_stage = from_stage
         self.seed = seed
@@ -175,6 +187,16 @@ class Pipeline:
         os.makedirs(self.logs, exist_ok=True)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def runs(self) -> tuple:
+        """Every training run of this pipeline: the arms, the control, the requested ablations."""
+        return RUNS + self.ablations
+
+    @property
+    def oracle_runs(self) -> List[str]:
+        """The runs that get an oracle re-alignment control."""
+        return list(ARMS + self.ablations)
+
     def path(self, *parts: str) -> str:
         """A path under the output directory."""
         return os.path.join(self.out, *parts)
@@ -362,8 +384,15 @@ class Pipeline:
             "--output-dir", self.path("clka"), "--overwrite", "--seed", str(self.seed),
             "--facts-per-period", str(self.p.clka_facts), "--languages", "en",
             "--name-pieces", "corpus", "--name-corpus", self.path("corpus", "en.jsonl")] + self.tok_flags())
+        english_chain = [make_clka] + steps[:3]
+        if "prealign_cs_knowledge" in self.ablations:  # the knowledge text with 5% input-only codeswitching too
+            english_chain.append(("codeswitch_knowledge", [os.path.join(d, "knowledge_cs_text_document_lossmask.bin")],
+                                  self.py("preprocess_data.py") + [
+                "--input", self.knowledge_text(), "--output-prefix", os.path.join(d, "knowledge_cs"), "--append-eod",
+                "--workers", "1", "--codeswitch", "--prealign-table", table, "--codeswitch-ratio", "0.05",
+                "--codeswitch-mode", "input-only", "--seed", str(self.seed)] + self.tok_flags(clone=True)))
         # two independent chains, side by side (one core each)
-        self.run_chains("data", {"english": [make_clka] + steps[:3], "en-clone": steps[3:7]})
+        self.run_chains("data", {"english": english_chain, "en-clone": steps[3:7]})
         self._check_knowledge_matches()
 
     def _check_knowledge_matches(self) -> None:
@@ -377,14 +406,14 @@ class Pipeline:
         """The English CLKA knowledge text make_clka wrote (JSONL)."""
         return self.path("clka", "knowledge.jsonl")
 
-    def blend(self, english_prefix: str, knowledge: bool = True) -> List[str]:
+    def blend(self, english_prefix: str, knowledge: bool = True, knowledge_prefix: Optional[str] = None) -> List[str]:
         """``--data-path`` blend: English, En-Clone, knowledge, weighted by tokens (knowledge boosted)."""
         from megatron_prealign.data.indexed import open_indexed_dataset
 
         d = self.path("data")
         parts = [(english_prefix, 1.0), (os.path.join(d, "en_clone_text_document"), 1.0)]
         if knowledge:
-            parts.append((self.path("clka", "knowledge", "period_000_text_document"), self.p.knowledge_boost))
+            parts.append((knowledge_prefix or self.path("clka", "knowledge", "period_000_text_document"), self.p.knowledge_boost))
         out: List[str] = []
         for prefix, boost in parts:
             ds = open_indexed_dataset(prefix)
@@ -421,10 +450,21 @@ class Pipeline:
             cmd += ["--prealign-mode", "none", "--data-path"] + self.blend(english, knowledge=False)
         elif run == "upper_bound":  # paper §4.1.1: perfect alignment at initialisation, then PreAlign's pretraining
             cmd += ["--prealign-mode", "none", "--clone-perfect-init", "--data-path"] + self.blend(codeswitched)
-        elif run == "prealign":
-            cmd += ["--prealign-mode", "init", "--prealign-iters", str(p.prealign_iters),
-                    "--prealign-words-per-batch", str(p.words_per_batch),
-                    "--data-path"] + self.blend(codeswitched)
+        elif run in ("prealign", "prealign_no_cs", "prealign_300", "prealign_cs_knowledge"):
+            iters = 3 * p.prealign_iters if run == "prealign_300" else p.prealign_iters
+            data = self.blend(english) if run == "prealign_no_cs" else self.blend(
+                codeswitched, knowledge_prefix=os.path.join(d, "knowledge_cs_text_document") if run == "prealign_cs_knowledge" else None)
+            cmd += ["--prealign-mode", "init", "--prealign-iters", str(iters),
+                    "--prealign-words-per-batch", str(p.words_per_batch), "--data-path"] + data
+        elif run == "joint_cs":  # Table 3 #2: no alignment stage, input-only codeswitched English
+            cmd += ["--prealign-mode", "none", "--data-path"] + self.blend(codeswitched)
+        elif run == "on_the_fly":  # Table 2: the contrastive loss at every step, no alignment stage, no codeswitching
+            cmd += ["--prealign-mode", "on-the-fly", "--prealign-words-per-batch", str(p.words_per_batch),
+                    "--data-path"] + self.blend(english)
+        elif run == "post":  # Table 2: Joint Training, then the alignment stage (+ LM loss) at the end, no codeswitching
+            cmd += ["--prealign-mode", "post", "--prealign-iters", str(p.prealign_iters),
+                    "--prealign-words-per-batch", str(p.words_per_batch), "--prealign-lm-weight", "1.0",
+                    "--data-path"] + self.blend(english)
         else:
             raise ValueError(f"unknown run {run!r}")
         return cmd
@@ -434,7 +474,7 @@ class Pipeline:
         self.banner(4, "train", f"Joint Training, PreAlign, upper bound + no-knowledge control, {p.train_iters} iterations "
                                 f"x global batch {p.global_batch_size} x {p.seq_length} tokens each, "
                                 "torchrun --nproc-per-node 2 (DP=2, gloo)")
-        for run in RUNS:
+        for run in self.runs:
             ckpt = self.path("runs", run, "checkpoints")
             tracker = os.path.join(ckpt, "latest_checkpointed_iteration.txt")
             if not self.redo("train") and os.path.isfile(tracker) and _read(tracker) == str(p.train_iters):
@@ -478,7 +518,8 @@ class Pipeline:
 
         if run == CONTROL:  # the CLKA control: what the test gives without the knowledge
             return [clka(f"clka_{run}", load, res, "no-knowledge")]
-        iters = list(range(p.save_interval, p.train_iters + 1, p.save_interval)) if p.ppl_every_checkpoint else [p.train_iters]
+        iters = list(range(p.save_interval, p.train_iters + 1, p.save_interval)) \
+            if p.ppl_every_checkpoint and run in RUNS else [p.train_iters]
         steps = [ppl(f"ppl_{run}_{it}", load, res, it) for it in iters]
         steps += [
             clka(f"clka_{run}", load, res, None),
@@ -537,13 +578,16 @@ class Pipeline:
     def stage_evaluate(self) -> None:
         self.banner(5, "evaluate", "perplexity, CLKA + controls, zero-shot NLI, mixed-script ratio, aligned-word "
                                    "similarity, oracle re-alignment (two chains side by side, one core each)")
-        for name in list(RUNS) + [oracle_name(a) for a in ARMS]:
+        for name in list(self.runs) + [oracle_name(a) for a in self.oracle_runs]:
             if self.redo("evaluate") and os.path.isdir(self.path("results", name)):
                 shutil.rmtree(self.path("results", name))  # no stale per-checkpoint results
             os.makedirs(self.path("results", name), exist_ok=True)
-        steps = {run: [(name, [out], cmd) for name, out, cmd in self.eval_steps(run)] for run in RUNS}
-        self.run_chains("evaluate", {"joint+upper_bound": steps["joint"] + steps["upper_bound"],
-                                     "prealign+control": steps["prealign"] + steps[CONTROL]})
+        steps = {run: [(name, [out], cmd) for name, out, cmd in self.eval_steps(run)] for run in self.runs}
+        chains = {"joint+upper_bound": steps["joint"] + steps["upper_bound"],
+                  "prealign+control": steps["prealign"] + steps[CONTROL]}
+        for i, run in enumerate(self.ablations):  # alternate the ablations between the two chains
+            chains[list(chains)[i % 2]] += steps[run]
+        self.run_chains("evaluate", chains)
 
     def stage_summary(self) -> None:
         self.banner(6, "summary", "Table 1 layout (Markdown) + PNG plots")
@@ -559,11 +603,11 @@ class Pipeline:
                  + ["--output", os.path.join(summary, "table1.md"), "--plot-dir", os.path.join(summary, "plots")])
         self.run("summarize_ablation", self.py("summarize_results.py") + ["--layout", "ablation", "--target", "en_clone"] + runs
                  + ["--output", os.path.join(summary, "table_en_clone.md")])
-        metrics = collect_metrics(self.out)
+        metrics = collect_metrics(self.out, self.ablations)
         plot_training_curves(self.out, os.path.join(summary, "plots", "training_lm_loss.png"))
         plot_final_metrics(metrics, os.path.join(summary, "plots", "final_metrics.png"))
         _write_json(os.path.join(summary, "metrics.json"), metrics)
-        write_report(self.out, metrics, os.path.join(summary, "README.md"), self.preset_name, self.p)
+        write_report(self.out, metrics, os.path.join(summary, "README.md"), self.preset_name, self.p, self.ablations)
         self.say(f"\n{_read(os.path.join(summary, 'README.md'))}")
 
     def kill_children(self) -> None:
@@ -605,8 +649,9 @@ def _se(acc: Optional[float], n: Optional[int]) -> Optional[float]:
     return 100.0 * math.sqrt(max(q * (1.0 - q), 0.0) / n)
 
 
-def collect_metrics(out: str) -> Dict[str, Dict[str, Optional[float]]]:
-    """Final-checkpoint numbers per result folder (arms, their oracle controls, the no-knowledge control).
+def collect_metrics(out: str, ablations: Sequence[str] = ()) -> Dict[str, Dict[str, Optional[float]]]:
+    """Final-checkpoint numbers per result folder (arms, their oracle controls, the no-knowledge
+    control, the ``ablations`` and their oracle controls).
 
     Keys: ``ppl_{en,en_clone}``, ``{xnli,clka}_{en,en_clone}`` with ``*_se`` (binomial standard
     error), ``clka_familiarity_{en,en_clone}``, ``mixed_script_en_clone``, and the aligned-word
@@ -614,7 +659,7 @@ def collect_metrics(out: str) -> Dict[str, Dict[str, Optional[float]]]:
     ``sim_{emb,out}_norm_ratio``.
     """
     metrics: Dict[str, Dict[str, Optional[float]]] = {}
-    for name in list(RUNS) + [oracle_name(a) for a in ARMS]:
+    for name in list(RUNS) + [oracle_name(a) for a in ARMS] + [n for a in ablations for n in (a, oracle_name(a))]:
         res = os.path.join(out, "results", name)
         if not os.path.isdir(res):
             continue
@@ -805,7 +850,42 @@ def report_table(metrics: Dict[str, Dict[str, Optional[float]]], spread: Optiona
     return lines
 
 
-def write_report(out: str, metrics: Dict[str, Dict[str, Optional[float]]], path: str, preset: str, p: Preset) -> None:
+ABLATION_COLUMNS = (("LM En-Clone ppl ↓", "ppl_en_clone", False, 1), ("NLI En-Clone %", "xnli_en_clone", False, 1),
+                    ("CLKA En-Clone %", "clka_en_clone", False, 1), ("CLKA En %", "clka_en", False, 1),
+                    ("oracle: NLI En-Clone %", "xnli_en_clone", True, 1), ("oracle: CLKA En-Clone %", "clka_en_clone", True, 1),
+                    ("centred cos input / output emb", None, False, 2))
+"""Columns of the ablation table: (title, key, from the oracle control, digits)."""
+
+
+def ablation_table(metrics: Dict[str, Dict[str, Optional[float]]], ablations: Sequence[str],
+                   spread: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
+    """Markdown lines: the paper's Table 3 / Table 2 rows (and the other configurations) at this scale.
+
+    Rows: Joint Training (Table 3 #1), the requested ablations, PreAlign (#4), the upper bound.
+    ``spread`` as in :func:`report_table`.
+    """
+    rows = ["joint"] + [a for a in ("joint_cs", "prealign_no_cs") if a in ablations] + ["prealign"] \
+        + [a for a in ablations if a not in ("joint_cs", "prealign_no_cs")] + ["upper_bound"]
+    rows = [r for r in rows if r in metrics]
+    lines = ["| Run | " + " | ".join(c[0] for c in ABLATION_COLUMNS) + " |", "|---|" + "---|" * len(ABLATION_COLUMNS)]
+    for run in rows:
+        cells = []
+        for _, key, oracle, digits in ABLATION_COLUMNS:
+            if key is None:
+                m = metrics[run]
+                cells.append(f"{_fmt(m.get('sim_emb_centred'), 2)} / {_fmt(m.get('sim_out_centred'), 2)}")
+                continue
+            name = oracle_name(run) if oracle else run
+            m = metrics.get(name, {})
+            se = (spread or {}).get(name, {}).get(key) if spread is not None else m.get(f"{key}_se")
+            cells.append(_fmt(m.get(key), digits, se))
+        title = {"joint": "#1 Joint Training", "prealign": "#4 PreAlign"}.get(run, RUN_TITLES[run])
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(out: str, metrics: Dict[str, Dict[str, Optional[float]]], path: str, preset: str, p: Preset,
+                 ablations: Sequence[str] = ()) -> None:
     """The summary Markdown: the comparison table with its controls, the setup and where everything is."""
     tokens = p.train_iters * p.global_batch_size * p.seq_length
     cfg = _load(os.path.join(out, "corpus", "corpus.json")) or {}
@@ -817,6 +897,12 @@ def write_report(out: str, metrics: Dict[str, Dict[str, Optional[float]]], path:
         "",
         "\n".join(report_table(metrics)),
         "",
+    ] + ([
+        "Ablations (paper Tables 3 and 2; same budget; ± = binomial standard error):",
+        "",
+        "\n".join(ablation_table(metrics, ablations)),
+        "",
+    ] if ablations else []) + [
         "± = binomial standard error of an accuracy over the test items (one seed); "
         "run `--seeds` for the spread over seeds.",
         "",
@@ -840,7 +926,8 @@ def write_report(out: str, metrics: Dict[str, Dict[str, Optional[float]]], path:
     _write_text(path, "\n".join(text) + "\n")
 
 
-def aggregate_seeds(out: str, seed_dirs: Dict[int, str], preset: str, p: Preset) -> Dict[str, Any]:
+def aggregate_seeds(out: str, seed_dirs: Dict[int, str], preset: str, p: Preset, ablations: Sequence[str] = ()
+                    ) -> Dict[str, Any]:
     """Mean and standard deviation over seeds of every metric; writes ``{out}/README.md`` and ``metrics_seeds.json``."""
     per_seed = {s: _load(os.path.join(d, "summary", "metrics.json")) or {} for s, d in seed_dirs.items()}
     names = sorted({n for m in per_seed.values() for n in m})
@@ -859,7 +946,10 @@ def aggregate_seeds(out: str, seed_dirs: Dict[int, str], preset: str, p: Preset)
             if len(vals) > 1:
                 sd[name][key] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
     lines = [f"# PreAlign quickstart ({preset}): mean ± standard deviation over seeds {', '.join(map(str, seed_dirs))}",
-             "", "\n".join(report_table(mean, spread=sd)), "",
+             "", "\n".join(report_table(mean, spread=sd)), ""]
+    if ablations:
+        lines += ["Ablations (mean ± sd over the seeds that ran them):", "", "\n".join(ablation_table(mean, ablations, spread=sd)), ""]
+    lines += [
              "Per seed: " + ", ".join(f"`{os.path.relpath(d, out)}/summary/README.md`" for d in seed_dirs.values()) + "."]
     _write_text(os.path.join(out, "README.md"), "\n".join(lines) + "\n")
     result = {"seeds": list(seed_dirs), "mean": mean, "sd": sd, "per_seed": {str(k): v for k, v in per_seed.items()}}
@@ -933,8 +1023,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seeds", default=None,
                     help="Comma-separated seeds: the whole pipeline once per seed (into OUTPUT_DIR/seed_S), then "
                          "mean ± standard deviation over seeds in OUTPUT_DIR/README.md. Overrides --seed.")
+    ap.add_argument("--ablations", default="",
+                    help="Comma-separated extra runs, or 'all': " + ", ".join(ABLATIONS) + " (paper Tables 3 and 2 at "
+                         "this scale, and two configurations of the method; each ~10 min more per seed).")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="Override one size of the preset (repeatable), e.g. --set knowledge_boost=20; recorded in "
+                         "config.json. Results are then not the documented quickstart's.")
     args = ap.parse_args(argv)
     preset = "small" if args.small else "full"
+    sizes = PRESETS[preset]
+    for item in args.set:
+        field, _, value = item.partition("=")
+        types = {f.name: f.type for f in dataclasses.fields(Preset)}
+        if field not in types or not value:
+            ap.error(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
+        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}[str(types[field])]
+        try:
+            sizes = dataclasses.replace(sizes, **{field: kind(value)})
+        except ValueError:
+            ap.error(f"--set {item}: {value!r} is not a valid {types[field]}")
+    ablations = list(ABLATIONS) if args.ablations.strip() == "all" else [a.strip() for a in args.ablations.split(",") if a.strip()]
+    unknown = [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        ap.error(f"--ablations {args.ablations}: unknown run(s) {', '.join(unknown)}; choose from {', '.join(ABLATIONS)} or 'all'")
     out = os.path.abspath(args.output_dir)
     try:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else [args.seed]
@@ -950,13 +1061,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             if old.get("preset") != preset or old.get("seed") != seed:
                 ap.error(f"--output-dir {os.path.relpath(folder)} holds a {old.get('preset')} run with seed {old.get('seed')}; "
                          "use another directory or --force")
+            changed = sorted(k for k, v in dataclasses.asdict(sizes).items() if old.get("sizes", {}).get(k, v) != v)
+            if changed:
+                ap.error(f"--output-dir {os.path.relpath(folder)} was made with other sizes ({', '.join(changed)}); "
+                         "use another directory or --force")
 
     def _terminate(signum, frame):  # SIGTERM: stop the children (own process groups) too
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
     for seed, folder in seed_dirs.items():
-        pipe = Pipeline(folder, preset, args.force, args.from_stage, seed)
+        pipe = Pipeline(folder, preset, args.force, args.from_stage, seed, ablations, sizes)
         try:
             pipe.run_all()
         except PipelineError as exc:
@@ -967,7 +1082,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"\n[quickstart {pipe.elapsed()}] interrupted", file=sys.stderr, flush=True)
             return 130
     if args.seeds:
-        aggregate_seeds(out, seed_dirs, preset, PRESETS[preset])
+        aggregate_seeds(out, seed_dirs, preset, sizes, ablations)
         print(f"\n{_read(os.path.join(out, 'README.md'))}")
     return 0
 
