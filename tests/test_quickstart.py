@@ -262,3 +262,19 @@ def test_ablation_table_rows_follow_the_paper(tmp_path):
                       "Upper bound (perfect init)"]
     post = lines[2 + titles.index("Post alignment")]
     assert "| 4.0 |" in post and "| 29.0 |" in post and "44.0 ± 3.5" in post and "0.50 / 0.25" in post
+
+
+def test_preset_overrides_are_checked_and_guard_the_output_dir(tmp_path):
+    rc, text = _run_driver(["--small", "--set", "knowledge_bost=20", "--output-dir", str(tmp_path / "a")], timeout=120)
+    assert rc == 2 and "--set knowledge_bost=20" in text and "knowledge_boost" in text
+    rc, text = _run_driver(["--small", "--set", "train_iters=many", "--output-dir", str(tmp_path / "a")], timeout=120)
+    assert rc == 2 and "'many' is not a valid int" in text
+    rc, text = _run_driver(["--small", "--ablations", "joint,post", "--output-dir", str(tmp_path / "a")], timeout=120)
+    assert rc == 2 and "unknown run(s) joint" in text
+    out = tmp_path / "b"
+    out.mkdir()
+    drv = _load_driver()
+    import dataclasses as dc
+    (out / "config.json").write_text(json.dumps({"preset": "small", "seed": 1234, "sizes": dc.asdict(drv.PRESETS["small"])}))
+    rc, text = _run_driver(["--small", "--set", "knowledge_boost=20", "--output-dir", str(out)], timeout=120)
+    assert rc == 2 and "other sizes (knowledge_boost)" in text
