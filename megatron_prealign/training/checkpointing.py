@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.utils import unwrap_model
 
 from megatron_prealign.checkpoint.layout import (  # noqa: F401  (re-exported: the training-side names)
     CHECKPOINT_VERSION,
@@ -218,12 +219,6 @@ def _legacy_rng_sharded_object() -> ShardedObject:
 # ---------------------------------------------------------------------------------------------
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(module, "module"):
-        module = module.module
-    return module
-
-
 def _content_metadata(optimizer: Any) -> Dict[str, Any]:
     """The sharded-state-dict content metadata Megatron-LM saves with (and reads back)."""
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
@@ -241,7 +236,7 @@ def _sharded_state_dict(model: List[torch.nn.Module], optimizer: Any, content_md
                         is_loading: bool) -> Dict[str, Any]:
     assert len(model) == 1, "virtual pipeline stages are not supported"
     md = sharding_metadata(content_md)
-    sd: Dict[str, Any] = {"model": _unwrap(model[0]).sharded_state_dict(metadata=md)}
+    sd: Dict[str, Any] = {"model": unwrap_model(model[0]).sharded_state_dict(metadata=md)}
     if optimizer is not None:
         sd["optimizer"] = optimizer.sharded_state_dict(sd["model"], is_loading=is_loading, metadata=md)
     return sd
@@ -383,7 +378,7 @@ def save_checkpoint(
 
 def _unwrap_config(model: List[torch.nn.Module]) -> Dict[str, Any]:
     """A minimal model record from a built GPTModel (when the caller passed no ``meta['model']``)."""
-    m = _unwrap(model[0])
+    m = unwrap_model(model[0])
     c = m.config
     return {"num_layers": c.num_layers, "hidden_size": c.hidden_size, "num_attention_heads": c.num_attention_heads,
             "ffn_hidden_size": c.ffn_hidden_size, "vocab_size": m.vocab_size,
@@ -456,7 +451,7 @@ def load_checkpoint(
     if with_rng:
         sd["rng_state"] = _legacy_rng_sharded_object() if legacy else _rng_sharded_object(None)
     loaded = guarded_load(sd, path)
-    _unwrap(model[0]).load_state_dict(loaded["model"], strict=True)
+    unwrap_model(model[0]).load_state_dict(loaded["model"], strict=True)
     if load_optim:
         optimizer.load_state_dict(loaded["optimizer"])
         sched_state = common["opt_param_scheduler"]

@@ -27,7 +27,7 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
-from megatron.core.utils import get_model_config
+from megatron.core.utils import get_model_config, unwrap_model
 
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 from megatron_prealign.model.prealign import (
@@ -277,12 +277,6 @@ def schedule_for_iteration(iteration: int, segments: List[ScheduleSegment], held
     return build_scheduler(optimizer, segments[index], weight_decay), index, True
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(module, "module"):
-        module = module.module
-    return module
-
-
 @torch.no_grad()
 def _clone_rows_(weight: torch.Tensor, base_vocab: int) -> None:
     """Copy rows ``[0, V)`` of a vocab-parallel weight to ``[V, 2V)`` across the TP group."""
@@ -308,7 +302,7 @@ def clone_perfect_init_(model: List[torch.nn.Module], base_vocab: int) -> None:
     With tied embeddings the shared matrix is copied on every stage that holds it (first and,
     under PP, last), so the copies stay equal.
     """
-    m = _unwrap(model[0])
+    m = unwrap_model(model[0])
     if getattr(m, "pre_process", False):
         _clone_rows_(m.embedding.word_embeddings.weight, base_vocab)
     if getattr(m, "post_process", False):
