@@ -157,13 +157,13 @@ def main() -> None:
                    help="default: enough ~4-token word pairs to fill one microbatch")
     args = p.parse_args()
 
-    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core import parallel_state
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     from megatron_prealign.model.gpt import GPTModelConfig
     from megatron_prealign.model.prealign import PreAlignLossConfig
-    from megatron_prealign.platform import device, init_distributed
+    from megatron_prealign.platform import device, initialize
     from megatron_prealign.tokenizer import build_tokenizer
     from megatron_prealign.training.alignment import build_alignment_stream
     from megatron_prealign.training.config import DataConfig, OptimConfig
@@ -172,13 +172,10 @@ def main() -> None:
     from megatron_prealign.training.stages import Stage
 
     os.environ.setdefault("MASTER_PORT", "29517")
-    dev = init_distributed()
+    dev = initialize(seed=1)
     use_cpu_time = dev.type == "cpu"
     if use_cpu_time:
         torch.set_num_threads(args.threads)
-    parallel_state.initialize_model_parallel(1, 1)
-    torch.manual_seed(1)
-    tensor_parallel.model_parallel_cuda_manual_seed(1)
     seq, mbs, nmb = args.seq_length, args.micro_batch_size, args.num_microbatches
     tok = build_tokenizer("NullTokenizer", vocab_size=args.vocab_size)
     total_steps = 2 * (args.warmup + args.rounds * args.per_block) + 8

@@ -124,14 +124,14 @@ def equivalence(a: argparse.Namespace) -> Dict[str, float]:
 
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
     from megatron_prealign.model.supcon import supcon_terms
-    from megatron_prealign.training.loop import initialize_parallel
+    from megatron_prealign.platform import initialize
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")
-    initialize_parallel(1, 1, 1234)
+    initialize(seed=1234)
     base = dict(num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, vocab_size=a.vocab_padded,
                 max_sequence_length=a.seq, hidden_dropout=0.0, attention_dropout=0.0, bf16=True)
     te = build_gpt_model(GPTModelConfig(**base, transformer_impl="transformer_engine")).eval()

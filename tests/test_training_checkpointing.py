@@ -359,10 +359,10 @@ def test_stale_temporaries_of_dead_processes_are_cleaned_by_the_next_run(tmp_pat
 
 
 def test_tensor_parallel_larger_than_world_is_one_line(single_process_parallel_state):
-    from megatron_prealign.training.loop import initialize_parallel
+    from megatron_prealign.platform import initialize
 
     with pytest.raises(ValueError) as err:
-        initialize_parallel(4, 1, 1234)
+        initialize(4, 1, 1234)
     msg = str(err.value)
     assert "\n" not in msg and "--tensor-model-parallel-size 4" in msg and "processes (1)" in msg
 

@@ -450,7 +450,7 @@ def load_model_for_eval(
     from megatron.core.tensor_parallel.random import _MODEL_PARALLEL_RNG_TRACKER_NAME
 
     from megatron_prealign.model.gpt import build_gpt_model
-    from megatron_prealign.platform import init_distributed
+    from megatron_prealign.platform import initialize
 
     overrides = {"hidden_dropout": hidden_dropout, "attention_dropout": attention_dropout}
     for name, value in overrides.items():
@@ -466,12 +466,10 @@ def load_model_for_eval(
     model_dict = resolve_model_config(meta, model_config, where=path)
     seed = int((meta.get("args") or {}).get("seed", 1234) or 1234)
     if not parallel_state.model_parallel_is_initialized():
-        init_distributed()
-        parallel_state.initialize_model_parallel(1, 1)
-        torch.manual_seed(seed)
-    if _MODEL_PARALLEL_RNG_TRACKER_NAME not in tensor_parallel.get_cuda_rng_tracker().get_states():
-        # Parallel state without Megatron's RNG tracker (set up by us above, or by a caller that
-        # did not seed it): seed it as training did, or building the model fails.
+        initialize(seed=seed)
+    elif _MODEL_PARALLEL_RNG_TRACKER_NAME not in tensor_parallel.get_cuda_rng_tracker().get_states():
+        # A caller's parallel state without Megatron's RNG tracker seeded: seed it as training
+        # did, or building the model fails.
         tensor_parallel.model_parallel_cuda_manual_seed(seed)
     if for_training:
         model_dict.update({k: v for k, v in overrides.items() if v is not None})

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
-from megatron.core import parallel_state, tensor_parallel
+from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
@@ -37,6 +37,7 @@ from megatron_prealign.model.prealign import (
     forward_backward_step,
 )
 from megatron_prealign.platform import device
+from megatron_prealign.platform import initialize as initialize_parallel  # noqa: F401  (old name, for callers)
 from megatron_prealign.training.config import OptimConfig
 from megatron_prealign.training.stages import ScheduleSegment, Stage, segment_index_at
 
@@ -89,41 +90,6 @@ class TrainState:
             align=dict(d.get("align") or {}),
             stage=str(d.get("stage", "")),
         )
-
-
-def initialize_parallel(tensor_model_parallel_size: int, pipeline_model_parallel_size: int, seed: int
-                        ) -> torch.device:
-    """``torch.distributed`` + ``parallel_state`` + Megatron's seeding (call once per process).
-
-    Seeds as Megatron-LM: ``seed + 100 * pp_rank`` for the default generators, and
-    ``model_parallel_cuda_manual_seed`` for the TP-aware streams.
-    """
-    import random
-
-    import numpy as np
-
-    from megatron_prealign.platform import init_distributed
-
-    dev = init_distributed()
-    world = torch.distributed.get_world_size()
-    model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size
-    if tensor_model_parallel_size < 1 or pipeline_model_parallel_size < 1 or world % model_parallel:
-        # megatron-core would fail with a traceback (or an assertion) deep in its group setup.
-        raise ValueError(
-            f"--tensor-model-parallel-size {tensor_model_parallel_size} x --pipeline-model-parallel-size "
-            f"{pipeline_model_parallel_size} = {model_parallel} must divide the number of processes ({world}); "
-            f"launch a multiple of {model_parallel} processes (torchrun --nproc-per-node) or lower the sizes")
-    if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel(
-            tensor_model_parallel_size=tensor_model_parallel_size,
-            pipeline_model_parallel_size=pipeline_model_parallel_size,
-        )
-    rank_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
-    random.seed(rank_seed)
-    np.random.seed(rank_seed)
-    torch.manual_seed(rank_seed)
-    tensor_parallel.model_parallel_cuda_manual_seed(rank_seed)
-    return dev
 
 
 def build_model(cfg: GPTModelConfig, overlap_grad_reduce: bool = False, use_distributed_optimizer: bool = False
