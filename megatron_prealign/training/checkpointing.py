@@ -65,6 +65,7 @@ from megatron_prealign.checkpoint.layout import (  # noqa: F401  (re-exported: t
     sharding_metadata,
 )
 from megatron_prealign.platform.files import write_text_atomic
+from megatron_prealign.platform.process import remove_dead_temporaries, temp_name
 
 logger = logging.getLogger(__name__)
 
@@ -285,8 +286,6 @@ def clean_stale_temporaries(root: str) -> List[str]:
     """
     if not os.path.isdir(root):
         return []
-    from megatron_prealign.platform.process import remove_dead_temporaries
-
     return remove_dead_temporaries(root, _TMP_RE)
 
 
@@ -324,7 +323,7 @@ def save_checkpoint(
     """
     final = checkpoint_dir(root, iteration)
     # One temporary name for all ranks: rank 0 chooses it, everyone receives it.
-    tmp_name = [f"{final}.tmp-{os.getpid()}"]
+    tmp_name = [temp_name(final)]
     if torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(tmp_name, src=0)
     tmp = tmp_name[0]

@@ -26,13 +26,11 @@ from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.utils import get_model_config, unwrap_model
 
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 from megatron_prealign.model.prealign import (
     LevelLossTracker,
-    PreAlignForwardStep,
     PreAlignLossConfig,
     forward_backward_step,
 )
@@ -368,20 +366,10 @@ def evaluate(model: List[torch.nn.Module], valid_iterator: Iterator, eval_iters:
     """Validation LM loss (token-weighted) over ``eval_iters`` global batches, forward only."""
     for chunk in model:
         chunk.eval()
-    forward_step = PreAlignForwardStep(PreAlignLossConfig(), num_lm_microbatches, 0)
     reports: List[Dict[str, torch.Tensor]] = []
     for _ in range(eval_iters):
-        out = get_forward_backward_func()(
-            forward_step_func=forward_step,
-            data_iterator=valid_iterator,
-            model=model,
-            num_microbatches=num_lm_microbatches,
-            seq_length=seq_length,
-            micro_batch_size=micro_batch_size,
-            forward_only=True,
-        )
-        if parallel_state.is_pipeline_last_stage():
-            reports.extend(out)
+        reports.extend(forward_backward_step(model, PreAlignLossConfig(), valid_iterator, num_lm_microbatches,
+                                             seq_length, micro_batch_size, forward_only=True))
     for chunk in model:
         chunk.train()
     losses = _reduce_lm_reports(reports) if parallel_state.is_pipeline_last_stage() else {}
