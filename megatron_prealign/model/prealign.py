@@ -738,15 +738,9 @@ def forward_backward_step(
     reports: List[Dict[str, torch.Tensor]] = []
     for i, (step, data, count, seq, mbs) in enumerate(calls):
         with _deferred_grad_sync(config, defer=not forward_only and i < len(calls) - 1):
-            out = get_forward_backward_func()(
-                forward_step_func=step,
-                data_iterator=data,
-                model=model,
-                num_microbatches=count,
-                seq_length=seq,
-                micro_batch_size=mbs,
-                forward_only=forward_only,
-            )
+            out = get_forward_backward_func()(forward_step_func=step, data_iterator=data, model=model,
+                                              num_microbatches=count, seq_length=seq, micro_batch_size=mbs,
+                                              forward_only=forward_only)
         reports.extend(out or [])
     return reports
 

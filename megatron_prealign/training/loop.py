@@ -16,6 +16,7 @@ those contribute exactly zero loss and zero gradient.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -135,25 +136,11 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
         segment: the schedule segment the scheduler follows (its iteration 0 is the segment's
             first); ``None`` = one segment over ``train_iters`` from ``cfg``.
     """
-    opt_config = OptimizerConfig(
-        optimizer="adam",
-        lr=cfg.lr,
-        min_lr=cfg.min_lr,
-        weight_decay=cfg.weight_decay,
-        adam_beta1=cfg.adam_beta1,
-        adam_beta2=cfg.adam_beta2,
-        adam_eps=cfg.adam_eps,
-        clip_grad=cfg.clip_grad,
-        bf16=bf16,
-        fp16=cfg.fp16,
-        loss_scale=cfg.loss_scale,
-        initial_loss_scale=cfg.initial_loss_scale,
-        min_loss_scale=cfg.min_loss_scale,
-        loss_scale_window=cfg.loss_scale_window,
-        hysteresis=cfg.hysteresis,
-        params_dtype=torch.bfloat16 if bf16 else torch.float16 if cfg.fp16 else torch.float32,
-        use_distributed_optimizer=cfg.use_distributed_optimizer,
-    )
+    # OptimConfig's fields carry megatron-core's OptimizerConfig names and meanings: passed as they are.
+    same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(OptimizerConfig) if hasattr(cfg, f.name)}
+    opt_config = OptimizerConfig(**{
+        **same, "optimizer": "adam", "bf16": bf16,
+        "params_dtype": torch.bfloat16 if bf16 else torch.float16 if cfg.fp16 else torch.float32})
     optimizer = get_megatron_optimizer(opt_config, model)
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
         chunk.config.grad_scale_func = optimizer.scale_loss
