@@ -142,16 +142,9 @@ def _compare(name: str, baseline, candidate, rounds: int, per_block: int, warmup
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--num-layers", type=int, default=2)
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--num-attention-heads", type=int, default=4)
-    p.add_argument("--seq-length", type=int, default=256)
-    p.add_argument("--micro-batch-size", type=int, default=4)
-    p.add_argument("--num-microbatches", type=int, default=2)
-    p.add_argument("--vocab-size", type=int, default=4000)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--per-block", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=3)
+    for name, default in dict(num_layers=2, hidden_size=256, num_attention_heads=4, seq_length=256, micro_batch_size=4,
+                              num_microbatches=2, vocab_size=4000, rounds=6, per_block=5, warmup=3).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU (1: CPU time = compute)")
     p.add_argument("--words-per-microbatch", type=int, default=None,
                    help="default: enough ~4-token word pairs to fill one microbatch")

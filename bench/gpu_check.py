@@ -187,13 +187,8 @@ def equivalence(a: argparse.Namespace) -> Dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--seq", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=50000)
-    p.add_argument("--mbs", type=int, default=8)
-    p.add_argument("--gbs", type=int, default=32)
+    for name, default in dict(layers=12, hidden=768, heads=12, seq=1024, vocab=50000, mbs=8, gbs=32).items():
+        p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--iters", type=int, default=40, help="iterations per arm")
     p.add_argument("--prealign-iters", type=int, default=10)
     p.add_argument("--words", type=int, default=256, help="words per alignment microbatch")
