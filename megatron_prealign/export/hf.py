@@ -183,32 +183,27 @@ class _Tensors:
         self.where = where
         self.used: set = set()
 
-    def get(self, *names: str, required: bool = True) -> Optional[torch.Tensor]:
-        for name in names:
-            if name in self.tensors:
-                self.used.add(name)
-                return self.tensors[name]
+    def _first(self, candidates: List[Tuple[str, Optional[int]]], required: bool, what: str) -> Optional[torch.Tensor]:
+        """The first present ``(key, layer index or None)``; stacked ``[L, ...]`` tensors are indexed."""
+        for key, index in candidates:
+            if key in self.tensors:
+                t = self.tensors[key]
+                if index is not None and t.shape[0] != self.num_layers:
+                    raise ExportError(f"{self.where}: {key} has {t.shape[0]} layers, config says {self.num_layers}")
+                self.used.add(key)
+                return t if index is None else t[index]
         if required:
-            raise ExportError(f"{self.where}: tensor {names[0]} missing from the checkpoint")
+            raise ExportError(f"{self.where}: {what} missing from the checkpoint")
         return None
+
+    def get(self, *names: str, required: bool = True) -> Optional[torch.Tensor]:
+        """The tensor under the first of ``names`` present."""
+        return self._first([(name, None) for name in names], required, f"tensor {names[0]}")
 
     def layer(self, i: int, *names: str, required: bool = True) -> Optional[torch.Tensor]:
         """Layer ``i``'s tensor under any of ``names`` (stacked ``[L, ...]`` or per-layer keys)."""
-        for name in names:
-            stacked = f"decoder.layers.{name}"
-            if stacked in self.tensors:
-                t = self.tensors[stacked]
-                if t.shape[0] != self.num_layers:
-                    raise ExportError(f"{self.where}: {stacked} has {t.shape[0]} layers, config says {self.num_layers}")
-                self.used.add(stacked)
-                return t[i]
-            single = f"decoder.layers.{i}.{name}"
-            if single in self.tensors:
-                self.used.add(single)
-                return self.tensors[single]
-        if required:
-            raise ExportError(f"{self.where}: layer {i} tensor {names[0]} missing from the checkpoint")
-        return None
+        candidates = [c for name in names for c in ((f"decoder.layers.{name}", i), (f"decoder.layers.{i}.{name}", None))]
+        return self._first(candidates, required, f"layer {i} tensor {names[0]}")
 
     def check_all_used(self) -> None:
         unused = sorted(set(self.tensors) - self.used)

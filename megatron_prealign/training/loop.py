@@ -72,23 +72,13 @@ class TrainState:
     """Stage of the last completed iteration."""
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "consumed_train_samples": self.consumed_train_samples,
-            "consumed_valid_samples": self.consumed_valid_samples,
-            "align": dict(self.align),
-            "stage": self.stage,
-        }
+        """The fields as a (copied) dict, in declaration order."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainState":
-        return cls(
-            iteration=int(d.get("iteration", 0)),
-            consumed_train_samples=int(d.get("consumed_train_samples", 0)),
-            consumed_valid_samples=int(d.get("consumed_valid_samples", 0)),
-            align=dict(d.get("align") or {}),
-            stage=str(d.get("stage", "")),
-        )
+        """From :meth:`to_dict` output; absent keys keep their defaults, values take the field's type."""
+        return cls(**{k: type(v)(d[k]) for k, v in cls().to_dict().items() if d.get(k) is not None})
 
 
 def build_model(cfg: GPTModelConfig, overlap_grad_reduce: bool = False, use_distributed_optimizer: bool = False
