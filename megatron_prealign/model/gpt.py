@@ -182,8 +182,8 @@ def build_gpt_model(
 ) -> GPTModel:
     """Build this rank's part of the GPT model (its TP shard of its PP stage).
 
-    ``parallel_state.initialize_model_parallel`` must have run, and the RNG seeded with
-    ``model_parallel_cuda_manual_seed`` (Megatron's usual order).
+    The process must be set up (:func:`megatron_prealign.platform.initialize`: parallel state,
+    then the RNG seeded with ``model_parallel_cuda_manual_seed``; Megatron's usual order).
 
     Args:
         cfg: model shape and numerics.
