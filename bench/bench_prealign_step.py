@@ -45,19 +45,14 @@ def main() -> None:
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29731")
-    from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     from megatron_prealign.model import word_batches as wb
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
     from megatron_prealign.model.prealign import PreAlignForwardStep, PreAlignLossConfig
-    from megatron_prealign.platform import device, init_distributed
+    from megatron_prealign.platform import device, initialize
 
-    init_distributed()
-    parallel_state.initialize_model_parallel()
-    torch.manual_seed(0)
-    model_parallel_cuda_manual_seed(0)
+    initialize(seed=0)
     seq = args.seq_length
     cfg = GPTModelConfig(num_layers=args.layers, hidden_size=args.hidden, num_attention_heads=args.heads,
                          vocab_size=args.vocab, max_sequence_length=seq)

@@ -97,12 +97,8 @@ def build_table(tokenizer, corpus: str, n_words: int, path: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--docs", type=int, default=20000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--table-words", type=int, default=3000)
-    parser.add_argument("--ratio", type=float, default=0.05)
+    for name, default in dict(docs=20000, workers=2, repeats=3, vocab_size=8000, table_words=3000, ratio=0.05).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     parser.add_argument("--keep", type=str, default=None, help="work directory to keep (default: a temporary one)")
     args = parser.parse_args()
 

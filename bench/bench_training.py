@@ -142,28 +142,21 @@ def _compare(name: str, baseline, candidate, rounds: int, per_block: int, warmup
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--num-layers", type=int, default=2)
-    p.add_argument("--hidden-size", type=int, default=256)
-    p.add_argument("--num-attention-heads", type=int, default=4)
-    p.add_argument("--seq-length", type=int, default=256)
-    p.add_argument("--micro-batch-size", type=int, default=4)
-    p.add_argument("--num-microbatches", type=int, default=2)
-    p.add_argument("--vocab-size", type=int, default=4000)
-    p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--per-block", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=3)
+    for name, default in dict(num_layers=2, hidden_size=256, num_attention_heads=4, seq_length=256, micro_batch_size=4,
+                              num_microbatches=2, vocab_size=4000, rounds=6, per_block=5, warmup=3).items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU (1: CPU time = compute)")
     p.add_argument("--words-per-microbatch", type=int, default=None,
                    help="default: enough ~4-token word pairs to fill one microbatch")
     args = p.parse_args()
 
-    from megatron.core import parallel_state, tensor_parallel
+    from megatron.core import parallel_state
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
     from megatron_prealign.model.gpt import GPTModelConfig
     from megatron_prealign.model.prealign import PreAlignLossConfig
-    from megatron_prealign.platform import device, init_distributed
+    from megatron_prealign.platform import device, initialize
     from megatron_prealign.tokenizer import build_tokenizer
     from megatron_prealign.training.alignment import build_alignment_stream
     from megatron_prealign.training.config import DataConfig, OptimConfig
@@ -172,13 +165,10 @@ def main() -> None:
     from megatron_prealign.training.stages import Stage
 
     os.environ.setdefault("MASTER_PORT", "29517")
-    dev = init_distributed()
+    dev = initialize(seed=1)
     use_cpu_time = dev.type == "cpu"
     if use_cpu_time:
         torch.set_num_threads(args.threads)
-    parallel_state.initialize_model_parallel(1, 1)
-    torch.manual_seed(1)
-    tensor_parallel.model_parallel_cuda_manual_seed(1)
     seq, mbs, nmb = args.seq_length, args.micro_batch_size, args.num_microbatches
     tok = build_tokenizer("NullTokenizer", vocab_size=args.vocab_size)
     total_steps = 2 * (args.warmup + args.rounds * args.per_block) + 8

@@ -124,14 +124,14 @@ def equivalence(a: argparse.Namespace) -> Dict[str, float]:
 
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
     from megatron_prealign.model.supcon import supcon_terms
-    from megatron_prealign.training.loop import initialize_parallel
+    from megatron_prealign.platform import initialize
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
     os.environ.setdefault("RANK", "0")
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("LOCAL_RANK", "0")
-    initialize_parallel(1, 1, 1234)
+    initialize(seed=1234)
     base = dict(num_layers=a.layers, hidden_size=a.hidden, num_attention_heads=a.heads, vocab_size=a.vocab_padded,
                 max_sequence_length=a.seq, hidden_dropout=0.0, attention_dropout=0.0, bf16=True)
     te = build_gpt_model(GPTModelConfig(**base, transformer_impl="transformer_engine")).eval()
@@ -187,13 +187,8 @@ def equivalence(a: argparse.Namespace) -> Dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--hidden", type=int, default=768)
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--seq", type=int, default=1024)
-    p.add_argument("--vocab", type=int, default=50000)
-    p.add_argument("--mbs", type=int, default=8)
-    p.add_argument("--gbs", type=int, default=32)
+    for name, default in dict(layers=12, hidden=768, heads=12, seq=1024, vocab=50000, mbs=8, gbs=32).items():
+        p.add_argument("--" + name, type=int, default=default)
     p.add_argument("--iters", type=int, default=40, help="iterations per arm")
     p.add_argument("--prealign-iters", type=int, default=10)
     p.add_argument("--words", type=int, default=256, help="words per alignment microbatch")

@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -26,18 +24,9 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def single_process_parallel_state():
     """Initialise torch.distributed (1 process) and megatron-core's parallel state once."""
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if "MASTER_PORT" not in os.environ:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
     from megatron.core import parallel_state
 
-    from megatron_prealign.platform import init_distributed
+    from megatron_prealign.platform import initialize
 
-    init_distributed()
-    if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel()
+    initialize(seed=None)  # a 1-process run picks a free MASTER_PORT
     yield parallel_state

@@ -298,15 +298,13 @@ def main() -> None:
         return
 
     import torch
-    from megatron.core import parallel_state
     from megatron.core.num_microbatches_calculator import init_num_microbatches_calculator
 
-    from megatron_prealign.platform import init_distributed
+    from megatron_prealign.platform import initialize
 
     args = _megatron_args(arguments, MEGATRON_FLAGS + flags)
     global_vars.set_args(args)
-    init_distributed()
-    parallel_state.initialize_model_parallel()
+    initialize(seed=None)
     init_num_microbatches_calculator(0, None, args.global_batch_size, args.micro_batch_size, args.data_parallel_size)
     out = {}
     if ns.mode == "load":

@@ -214,7 +214,6 @@ def test_compat_version_helpers():
 
     assert compat._parse("0.19.0rc1") == (0, 19, 0)
     assert compat._parse("0.20") == (0, 20, 0)
-    assert compat.mcore_at_least("0.16.1")
     assert compat._parse(compat.SUPPORTED_RANGE[0]) <= compat.mcore_version() < compat._parse(compat.SUPPORTED_RANGE[1])
     assert compat.missing_runtime_dependencies("0.16.1") == []
 

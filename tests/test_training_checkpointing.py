@@ -11,6 +11,8 @@ import torch
 from megatron_prealign.model.gpt import GPTModelConfig
 from megatron_prealign.training import checkpointing
 
+from megatron_lm_harness import _batch, build as _setup  # the Megatron-LM interop tests' model, batches, optimizer
+
 S, B, V = 16, 2, 128
 
 
@@ -18,27 +20,6 @@ def _cfg(**kw) -> GPTModelConfig:
     base = dict(num_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=V, max_sequence_length=S)
     base.update(kw)
     return GPTModelConfig(**base)
-
-
-def _setup(seed: int):
-    from megatron.core import tensor_parallel
-
-    from megatron_prealign.training.config import OptimConfig
-    from megatron_prealign.training.loop import build_model, build_optimizer_and_scheduler
-
-    torch.manual_seed(seed)
-    tensor_parallel.model_parallel_cuda_manual_seed(seed)
-    model = build_model(_cfg())
-    opt, sched = build_optimizer_and_scheduler(OptimConfig(lr=1e-2, lr_warmup_iters=1), model, 10, False)
-    return model, opt, sched
-
-
-def _batch(seed):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randint(0, V, (B, S + 1), generator=g)
-    return {"tokens": t[:, :-1].contiguous(), "labels": t[:, 1:].contiguous(), "loss_mask": torch.ones(B, S),
-            "position_ids": torch.arange(S).expand(B, S).contiguous(),
-            "attention_mask": ~torch.ones(S, S, dtype=torch.bool).tril().view(1, 1, S, S)}
 
 
 def _step(model, opt, sched, seed):
@@ -359,10 +340,10 @@ def test_stale_temporaries_of_dead_processes_are_cleaned_by_the_next_run(tmp_pat
 
 
 def test_tensor_parallel_larger_than_world_is_one_line(single_process_parallel_state):
-    from megatron_prealign.training.loop import initialize_parallel
+    from megatron_prealign.platform import initialize
 
     with pytest.raises(ValueError) as err:
-        initialize_parallel(4, 1, 1234)
+        initialize(4, 1, 1234)
     msg = str(err.value)
     assert "\n" not in msg and "--tensor-model-parallel-size 4" in msg and "processes (1)" in msg
 

@@ -127,3 +127,29 @@ def test_clone_perfect_init_copies_embedding_rows(model):
     assert torch.equal(w[V // 2:], w[: V // 2])
     with pytest.raises(ValueError, match="--clone-perfect-init"):
         clone_perfect_init_(model, base_vocab=V)
+
+
+def test_evaluate_is_the_token_weighted_masked_mean_and_leaves_train_mode(model):
+    """Validation: token-weighted over microbatches and iterations, forward only, no gradient."""
+    import math
+
+    from megatron_prealign.training.loop import evaluate
+
+    batches = [_batch(i) for i in range(4)]  # 2 iterations x 2 microbatches
+    gpt = model[0].module
+    with torch.no_grad():
+        total = count = 0.0
+        for b in batches:
+            logits = gpt.eval()(b["tokens"], b["position_ids"], b["attention_mask"])
+            per_token = F.cross_entropy(logits.float().reshape(-1, V), b["labels"].reshape(-1), reduction="none")
+            keep = b["loss_mask"].reshape(-1) > 0
+            total += per_token[keep].sum().item()
+            count += keep.sum().item()
+    gpt.train()
+    for chunk in model:
+        chunk.zero_grad_buffer()
+    out = evaluate(model, iter(batches), eval_iters=2, num_lm_microbatches=2, seq_length=S, micro_batch_size=B)
+    assert out["lm loss"] == pytest.approx(total / count, abs=1e-6)
+    assert out["lm loss PPL"] == pytest.approx(math.exp(total / count), rel=1e-6)
+    assert gpt.training
+    assert all(torch.count_nonzero(p.main_grad) == 0 for p in gpt.parameters())

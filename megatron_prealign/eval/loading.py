@@ -2,7 +2,7 @@
 
 Evaluation needs no training flags: the model shape comes from the checkpoint's
 ``prealign_meta.json`` (``model``: the :class:`~megatron_prealign.model.gpt.GPTModelConfig`
-dict) via ``megatron_prealign.training.checkpointing.load_model_for_eval``; the tokenizer from
+dict) via ``megatron_prealign.checkpoint.layout.load_model_for_eval``; the tokenizer from
 its ``tokenizer`` record unless the user passes tokenizer flags.
 
 A Megatron-LM checkpoint (torch_dist, no ``prealign_meta.json``) loads too: its model shape
@@ -16,66 +16,22 @@ Errors are one line (:class:`EvalLoadError`) and raised before any result file i
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-META_NAME = "prealign_meta.json"
-TRACKER_NAME = "latest_checkpointed_iteration.txt"
+from megatron_prealign.checkpoint.layout import (  # noqa: F401  (read_meta, resolve_checkpoint_dir: eval's names)
+    CheckpointError,
+    load_model_for_eval,
+    read_meta,
+    resolve_checkpoint,
+    resolve_model_config,
+)
 
-
-class EvalLoadError(RuntimeError):
-    """A checkpoint or tokenizer cannot be used for evaluation (message is one line)."""
-
-
-def resolve_checkpoint_dir(load_dir: str, iteration: Optional[int] = None) -> Tuple[str, int]:
-    """Find ``{load_dir}/iter_{iteration:07d}`` (default: the tracker's latest iteration).
-
-    Also accepts ``load_dir`` pointing at an ``iter_*`` folder itself.
-
-    Raises:
-        EvalLoadError: no checkpoint at that path.
-    """
-    if not os.path.isdir(load_dir):
-        raise EvalLoadError(f"--load {load_dir}: no such directory")
-    base = os.path.basename(os.path.normpath(load_dir))
-    m = re.fullmatch(r"iter_(\d+)", base)
-    if m and iteration is None:
-        return load_dir, int(m.group(1))
-    if iteration is None:
-        tracker = os.path.join(load_dir, TRACKER_NAME)
-        if not os.path.isfile(tracker):
-            raise EvalLoadError(f"--load {load_dir}: not a checkpoint directory (no {TRACKER_NAME})")
-        text = open(tracker, encoding="utf-8").read().strip()
-        if not text.isdigit():
-            raise EvalLoadError(f"{tracker}: expected an iteration number, found {text[:40]!r}")
-        iteration = int(text)
-    path = os.path.join(load_dir, f"iter_{iteration:07d}")
-    if not os.path.isdir(path):
-        raise EvalLoadError(f"--load {load_dir}: no checkpoint for iteration {iteration} ({path} missing)")
-    return path, iteration
-
-
-def read_meta(checkpoint_dir: str) -> Dict[str, Any]:
-    """Metadata of an ``iter_*`` folder: ``prealign_meta.json``, or for a Megatron-LM checkpoint
-    the record derived from its ``common.pt`` (``source: "megatron-lm"``; one-line errors)."""
-    path = os.path.join(checkpoint_dir, META_NAME)
-    if not os.path.isfile(path):
-        from megatron_prealign.training.checkpointing import meta_from_checkpoint_files
-
-        m = re.fullmatch(r"iter_(\d+)", os.path.basename(os.path.normpath(checkpoint_dir)))
-        try:
-            return meta_from_checkpoint_files(checkpoint_dir, int(m.group(1)) if m else 0)
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise EvalLoadError(str(exc).splitlines()[0] if str(exc) else f"{checkpoint_dir}: {type(exc).__name__}") from None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise EvalLoadError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+EvalLoadError = CheckpointError
+"""A checkpoint or tokenizer cannot be used for evaluation (message is one line)."""
+resolve_checkpoint_dir = resolve_checkpoint
 
 
 def check_tokenizer_matches(tokenizer: Any, model_vocab_size: int, meta: Optional[Dict[str, Any]] = None, where: str = "") -> None:
@@ -172,28 +128,18 @@ def load_checkpoint_for_eval(
     Raises:
         EvalLoadError: missing checkpoint, missing meta, or a tokenizer that does not match.
     """
-    from megatron_prealign.training.checkpointing import CheckpointError, load_model_for_eval, resolve_model_config
-
-    ckpt_dir, it = resolve_checkpoint_dir(load_dir, iteration)
+    ckpt_dir, _ = resolve_checkpoint(load_dir, iteration)
     meta = read_meta(ckpt_dir)
-    try:
-        model_cfg = resolve_model_config(meta, model_config, where=ckpt_dir)
-    except ValueError as exc:
-        raise EvalLoadError(str(exc)) from None
+    model_cfg = resolve_model_config(meta, model_config, where=ckpt_dir)
     if "vocab_size" not in model_cfg:
-        raise EvalLoadError(f"{ckpt_dir}/{META_NAME}: no 'model' config with a vocab_size")
+        raise EvalLoadError(f"{ckpt_dir}: the checkpoint records no model vocabulary (no 'model' config with a vocab_size)")
     if tokenizer is None:
         tokenizer = tokenizer_from_meta(meta, where=ckpt_dir)
     check_tokenizer_matches(tokenizer, int(model_cfg["vocab_size"]), meta, where=ckpt_dir)
-    root = load_dir if not re.fullmatch(r"iter_\d+", os.path.basename(os.path.normpath(load_dir))) else os.path.dirname(os.path.normpath(load_dir))
     # load_model_for_eval seeds Megatron's RNG tracker itself when the caller has not.
-    try:
-        model, cfg, meta2 = load_model_for_eval(root, iteration=it, for_training=for_training,
-                                                hidden_dropout=hidden_dropout, attention_dropout=attention_dropout,
-                                                model_config=model_config)
-    except CheckpointError as exc:
-        raise EvalLoadError(str(exc)) from None
-    return model, cfg, meta2 or meta, tokenizer
+    model, cfg, meta2 = load_model_for_eval(ckpt_dir, for_training=for_training, hidden_dropout=hidden_dropout,
+                                            attention_dropout=attention_dropout, model_config=model_config)
+    return model, cfg, meta2, tokenizer
 
 
 def add_checkpoint_args(parser: Any) -> Any:

@@ -58,7 +58,6 @@ containing it; an output inside the iteration folder being read is refused too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -67,6 +66,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+
+from megatron_prealign.platform.files import atomic_path, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +112,12 @@ class HFExportConfig:
 
 
 def _resolve(load: str, iteration: Optional[int]) -> Tuple[str, Dict[str, Any]]:
-    from megatron_prealign.eval.loading import EvalLoadError, read_meta, resolve_checkpoint_dir
+    from megatron_prealign.checkpoint.layout import CheckpointError, read_meta, resolve_checkpoint
 
     try:
-        ckpt_dir, _ = resolve_checkpoint_dir(load, iteration)
+        ckpt_dir, _ = resolve_checkpoint(load, iteration)
         meta = read_meta(ckpt_dir)
-    except EvalLoadError as exc:
+    except CheckpointError as exc:
         raise ExportError(str(exc)) from None
     if not isinstance(meta.get("model"), dict):
         raise ExportError(f"{ckpt_dir}/prealign_meta.json: no 'model' config")
@@ -182,32 +183,27 @@ class _Tensors:
         self.where = where
         self.used: set = set()
 
-    def get(self, *names: str, required: bool = True) -> Optional[torch.Tensor]:
-        for name in names:
-            if name in self.tensors:
-                self.used.add(name)
-                return self.tensors[name]
+    def _first(self, candidates: List[Tuple[str, Optional[int]]], required: bool, what: str) -> Optional[torch.Tensor]:
+        """The first present ``(key, layer index or None)``; stacked ``[L, ...]`` tensors are indexed."""
+        for key, index in candidates:
+            if key in self.tensors:
+                t = self.tensors[key]
+                if index is not None and t.shape[0] != self.num_layers:
+                    raise ExportError(f"{self.where}: {key} has {t.shape[0]} layers, config says {self.num_layers}")
+                self.used.add(key)
+                return t if index is None else t[index]
         if required:
-            raise ExportError(f"{self.where}: tensor {names[0]} missing from the checkpoint")
+            raise ExportError(f"{self.where}: {what} missing from the checkpoint")
         return None
+
+    def get(self, *names: str, required: bool = True) -> Optional[torch.Tensor]:
+        """The tensor under the first of ``names`` present."""
+        return self._first([(name, None) for name in names], required, f"tensor {names[0]}")
 
     def layer(self, i: int, *names: str, required: bool = True) -> Optional[torch.Tensor]:
         """Layer ``i``'s tensor under any of ``names`` (stacked ``[L, ...]`` or per-layer keys)."""
-        for name in names:
-            stacked = f"decoder.layers.{name}"
-            if stacked in self.tensors:
-                t = self.tensors[stacked]
-                if t.shape[0] != self.num_layers:
-                    raise ExportError(f"{self.where}: {stacked} has {t.shape[0]} layers, config says {self.num_layers}")
-                self.used.add(stacked)
-                return t[i]
-            single = f"decoder.layers.{i}.{name}"
-            if single in self.tensors:
-                self.used.add(single)
-                return self.tensors[single]
-        if required:
-            raise ExportError(f"{self.where}: layer {i} tensor {names[0]} missing from the checkpoint")
-        return None
+        candidates = [c for name in names for c in ((f"decoder.layers.{name}", i), (f"decoder.layers.{i}.{name}", None))]
+        return self._first(candidates, required, f"layer {i} tensor {names[0]}")
 
     def check_all_used(self) -> None:
         unused = sorted(set(self.tensors) - self.used)
@@ -260,36 +256,29 @@ class _Layer:
     fc2_b: torch.Tensor
 
 
-def _zeros_like_rows(w: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(w.shape[0], dtype=w.dtype)
+_LAYER_TENSORS = {
+    "ln1": ("self_attention.linear_qkv.layer_norm_{}", "input_layernorm.{}"),
+    "qkv": ("self_attention.linear_qkv.{}",),
+    "proj": ("self_attention.linear_proj.{}",),
+    "ln2": ("mlp.linear_fc1.layer_norm_{}", "pre_mlp_layernorm.{}"),
+    "fc1": ("mlp.linear_fc1.{}",),
+    "fc2": ("mlp.linear_fc2.{}",),
+}
+"""A layer's tensors: ``_Layer`` field prefix -> names (``{}`` = weight/bias; TE name first)."""
 
 
 def _read_layers(t: _Tensors, hidden: int, num_heads: int, norm_bias: bool = True) -> List[_Layer]:
     layers = []
     for i in range(t.num_layers):
-        qkv_w = t.layer(i, "self_attention.linear_qkv.weight")
-        proj_w = t.layer(i, "self_attention.linear_proj.weight")
-        fc1_w = t.layer(i, "mlp.linear_fc1.weight")
-        fc2_w = t.layer(i, "mlp.linear_fc2.weight")
-        ln1_w = t.layer(i, "self_attention.linear_qkv.layer_norm_weight", "input_layernorm.weight")
-        ln2_w = t.layer(i, "mlp.linear_fc1.layer_norm_weight", "pre_mlp_layernorm.weight")
-        # Biases are absent with --disable-bias-linear / RMSNorm: zeros are exact.
-        layer = _Layer(
-            ln1_w=ln1_w,
-            ln1_b=_opt(t.layer(i, "self_attention.linear_qkv.layer_norm_bias", "input_layernorm.bias", required=False)
-                       if norm_bias else None, ln1_w),
-            qkv_w=qkv_w,
-            qkv_b=_opt(t.layer(i, "self_attention.linear_qkv.bias", required=False), qkv_w),
-            proj_w=proj_w,
-            proj_b=_opt(t.layer(i, "self_attention.linear_proj.bias", required=False), proj_w),
-            ln2_w=ln2_w,
-            ln2_b=_opt(t.layer(i, "mlp.linear_fc1.layer_norm_bias", "pre_mlp_layernorm.bias", required=False)
-                       if norm_bias else None, ln2_w),
-            fc1_w=fc1_w,
-            fc1_b=_opt(t.layer(i, "mlp.linear_fc1.bias", required=False), fc1_w),
-            fc2_w=fc2_w,
-            fc2_b=_opt(t.layer(i, "mlp.linear_fc2.bias", required=False), fc2_w),
-        )
+        parts = {}
+        for part, names in _LAYER_TENSORS.items():
+            w = t.layer(i, *(n.format("weight") for n in names))
+            # Biases are absent with --disable-bias-linear / RMSNorm: zeros are exact.
+            b = t.layer(i, *(n.format("bias") for n in names), required=False) \
+                if norm_bias or not part.startswith("ln") else None
+            parts[f"{part}_w"], parts[f"{part}_b"] = w, _opt(b, w)
+        layer = _Layer(**parts)
+        qkv_w, fc1_w, fc2_w = layer.qkv_w, layer.fc1_w, layer.fc2_w
         if qkv_w.shape != (3 * hidden, hidden):
             raise ExportError(f"{t.where}: linear_qkv weight {tuple(qkv_w.shape)} is not [3h, h] = [{3 * hidden}, {hidden}] "
                               "(grouped-query attention is not supported by the exported architectures)")
@@ -301,7 +290,7 @@ def _read_layers(t: _Tensors, hidden: int, num_heads: int, norm_bias: bool = Tru
 
 
 def _opt(bias: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    return bias if bias is not None else _zeros_like_rows(like)
+    return bias if bias is not None else torch.zeros(like.shape[0], dtype=like.dtype)
 
 
 def _gpt2_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, wpe: torch.Tensor,
@@ -517,21 +506,13 @@ def _instantiate(cls: Any, config: Any) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checked_file(tok: Dict[str, Any], key: str, where: str) -> str:
     path = tok.get(key)
     if not path or not os.path.isfile(path):
         raise ExportError(f"{where}: tokenizer file {path} recorded in the checkpoint is missing "
                           "(restore it, or export with --no-tokenizer)")
     want = tok.get(f"{key}_sha256")
-    if want and _sha256(path) != want:
+    if want and file_sha256(path) != want:
         raise ExportError(f"{where}: tokenizer file {path} changed since training (SHA-256 differs)")
     return path
 
@@ -653,38 +634,28 @@ def export_hf(cfg: HFExportConfig) -> str:
     tensors = load_checkpoint_tensors(ckpt_dir)
     model = build_hf_model(ckpt_dir, meta, tensors, cfg.keep_padded_vocab, cfg.dtype, cfg.extra)
 
-    from megatron_prealign.platform.process import remove_stale_temp_files, temp_name
-
     parent = os.path.dirname(output)
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as err:
         raise ExportError(f"--output {cfg.output}: cannot create {parent} ({err.strerror})") from None
-    remove_stale_temp_files(output)  # exports killed with kill -9
-    tmp = temp_name(output)
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
+    old = f"{output}.old-{os.getpid()}"  # a previous export, removed once the new one is in place
     try:
-        model.save_pretrained(tmp)
-        if cfg.tokenizer and isinstance(meta.get("tokenizer"), dict):
-            max_len = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
-            write_tokenizer_files(meta["tokenizer"], tmp, max_len, ckpt_dir)
-        with open(os.path.join(tmp, "prealign_meta.json"), "w", encoding="utf-8") as f:
-            json.dump(dict(meta, exported_from=os.path.abspath(ckpt_dir)), f, indent=2, sort_keys=True, default=str)
-        with open(os.path.join(tmp, EXPORT_SENTINEL), "w", encoding="utf-8") as f:
-            f.write("written by tools/export_hf.py; --overwrite may replace this directory\n")
-        if os.path.exists(output):
-            old = f"{output}.old-{os.getpid()}"
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            model.save_pretrained(tmp)
+            if cfg.tokenizer and isinstance(meta.get("tokenizer"), dict):
+                max_len = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
+                write_tokenizer_files(meta["tokenizer"], tmp, max_len, ckpt_dir)
+            with open(os.path.join(tmp, "prealign_meta.json"), "w", encoding="utf-8") as f:
+                json.dump(dict(meta, exported_from=os.path.abspath(ckpt_dir)), f, indent=2, sort_keys=True, default=str)
+            with open(os.path.join(tmp, EXPORT_SENTINEL), "w", encoding="utf-8") as f:
+                f.write("written by tools/export_hf.py; --overwrite may replace this directory\n")
+            if os.path.exists(output):
+                os.replace(output, old)
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.exists(old) and not os.path.exists(output):
+            os.replace(old, output)
         raise ExportError(f"--output {cfg.output}: cannot write the export ({err.strerror or err})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    shutil.rmtree(old, ignore_errors=True)
     logger.info("exported %s (%s, vocab %d) to %s", ckpt_dir, type(model).__name__, model.config.vocab_size, output)
     return output

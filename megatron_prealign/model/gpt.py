@@ -132,35 +132,17 @@ def make_transformer_config(cfg: GPTModelConfig) -> TransformerConfig:
     extra = {}
     if cfg.swiglu:
         extra.update(gated_linear_unit=True, activation_func=torch.nn.functional.silu)
-    return TransformerConfig(
-        **extra,
-        num_query_groups=cfg.num_query_groups,
-        recompute_granularity=cfg.recompute_granularity,
-        recompute_method=cfg.recompute_method,
-        recompute_num_layers=cfg.recompute_num_layers,
-        fp16=cfg.fp16,
-        num_layers=cfg.num_layers,
-        hidden_size=cfg.hidden_size,
-        num_attention_heads=cfg.num_attention_heads,
-        ffn_hidden_size=cfg.ffn_hidden_size,
-        normalization=cfg.normalization,
-        hidden_dropout=cfg.hidden_dropout,
-        attention_dropout=cfg.attention_dropout,
-        init_method_std=cfg.init_method_std,
-        tensor_model_parallel_size=tp,
-        pipeline_model_parallel_size=pp,
-        sequence_parallel=cfg.sequence_parallel and tp > 1,
-        use_cpu_initialization=cfg.use_cpu_initialization,
-        params_dtype=dtype,
-        pipeline_dtype=dtype,
-        bf16=cfg.bf16,
-        bias_activation_fusion=fused,
-        masked_softmax_fusion=fused,
-        persist_layer_norm=False,
-        bias_dropout_fusion=fused,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
-    )
+    # Fields named as in TransformerConfig mean the same there and pass as they are;
+    # ``transformer_impl`` (ours: which layer spec to build) is not TransformerConfig's.
+    same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TransformerConfig)
+            if f.name in GPTModelConfig.__dataclass_fields__ and f.name != "transformer_impl"}
+    return TransformerConfig(**{
+        **same, **extra,
+        "tensor_model_parallel_size": tp, "pipeline_model_parallel_size": pp,
+        "sequence_parallel": cfg.sequence_parallel and tp > 1, "params_dtype": dtype, "pipeline_dtype": dtype,
+        "bias_activation_fusion": fused, "masked_softmax_fusion": fused, "bias_dropout_fusion": fused,
+        "persist_layer_norm": False, "apply_rope_fusion": False, "gradient_accumulation_fusion": False,
+    })
 
 
 def layer_spec_for(cfg: GPTModelConfig, config: TransformerConfig) -> ModuleSpec | TransformerBlockSubmodules:
@@ -200,8 +182,8 @@ def build_gpt_model(
 ) -> GPTModel:
     """Build this rank's part of the GPT model (its TP shard of its PP stage).
 
-    ``parallel_state.initialize_model_parallel`` must have run, and the RNG seeded with
-    ``model_parallel_cuda_manual_seed`` (Megatron's usual order).
+    The process must be set up (:func:`megatron_prealign.platform.initialize`: parallel state,
+    then the RNG seeded with ``model_parallel_cuda_manual_seed``; Megatron's usual order).
 
     Args:
         cfg: model shape and numerics.

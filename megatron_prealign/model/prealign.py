@@ -84,6 +84,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_parallel_region
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
+from megatron.core.utils import unwrap_model  # re-exported: the GPTModel inside DDP / Float16Module
 
 from megatron_prealign.model.supcon import supcon_terms
 from megatron_prealign.model.word_batches import pad_word_batch
@@ -157,13 +158,6 @@ def level_name(level: int, num_layers: int) -> str:
     if level == num_layers + 1:
         return "out"
     return f"layer{level}"
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The GPTModel inside Megatron's DDP / Float16Module wrappers."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def stage_levels(gpt: torch.nn.Module, levels: Sequence[int]) -> Tuple[int, ...]:
@@ -744,15 +738,9 @@ def forward_backward_step(
     reports: List[Dict[str, torch.Tensor]] = []
     for i, (step, data, count, seq, mbs) in enumerate(calls):
         with _deferred_grad_sync(config, defer=not forward_only and i < len(calls) - 1):
-            out = get_forward_backward_func()(
-                forward_step_func=step,
-                data_iterator=data,
-                model=model,
-                num_microbatches=count,
-                seq_length=seq,
-                micro_batch_size=mbs,
-                forward_only=forward_only,
-            )
+            out = get_forward_backward_func()(forward_step_func=step, data_iterator=data, model=model,
+                                              num_microbatches=count, seq_length=seq, micro_batch_size=mbs,
+                                              forward_only=forward_only)
         reports.extend(out or [])
     return reports
 

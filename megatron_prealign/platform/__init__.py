@@ -2,6 +2,8 @@
 
 Public surface:
 
+* :func:`initialize` — set up a process for megatron-core: :func:`init_distributed`, the
+  model-parallel groups and :func:`seed_all` (the one call training, eval, tools and tests use).
 * :func:`init_distributed` — initialise ``torch.distributed`` (NCCL on GPU, gloo on CPU) from
   the torchrun environment and, when CUDA is absent, activate CPU support for megatron-core.
 * :func:`ensure_platform` — activate CPU support without touching ``torch.distributed``.
@@ -15,6 +17,8 @@ from megatron_prealign.platform.runtime import (
     device,
     ensure_platform,
     init_distributed,
+    initialize,
+    seed_all,
 )
 
 from megatron_prealign.platform.process import (
@@ -25,4 +29,4 @@ from megatron_prealign.platform.process import (
 )
 
 __all__ = ["cpu_support_active", "device", "die_with_parent", "ensure_master_port", "free_port",
-           "remove_stale_temp_files", "ensure_platform", "init_distributed"]
+           "remove_stale_temp_files", "ensure_platform", "init_distributed", "initialize", "seed_all"]

@@ -29,7 +29,6 @@ __all__ = [
     "MCORE_VERSION",
     "SUPPORTED_RANGE",
     "mcore_version",
-    "mcore_at_least",
     "get_num_layers_to_build",
     "init_num_microbatches",
     "missing_runtime_dependencies",
@@ -57,11 +56,6 @@ def _parse(version: str) -> Tuple[int, int, int]:
 def mcore_version() -> Tuple[int, int, int]:
     """The installed megatron-core version as ``(major, minor, patch)``."""
     return _parse(MCORE_VERSION)
-
-
-def mcore_at_least(version: str) -> bool:
-    """Whether the installed megatron-core is at least ``version`` (e.g. ``"0.17.0"``)."""
-    return mcore_version() >= _parse(version)
 
 
 def missing_runtime_dependencies(version: Optional[str] = None) -> List[str]:

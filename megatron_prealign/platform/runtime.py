@@ -1,10 +1,11 @@
-"""Choosing the device and the distributed backend, once per process."""
+"""Setting up a process: the device, the distributed backend, model-parallel groups and seeds."""
 
 from __future__ import annotations
 
 import datetime
 import logging
 import os
+from typing import Optional
 
 import torch
 
@@ -74,4 +75,64 @@ def init_distributed(timeout_minutes: float = 10.0) -> torch.device:
     )
     if rank == 0:
         logger.info("torch.distributed: backend=%s world_size=%d device=%s", backend, world_size, dev)
+    return dev
+
+
+def seed_all(seed: int = 1234) -> None:
+    """Seed Python's, NumPy's and torch's generators and Megatron's model-parallel RNG tracker.
+
+    As Megatron-LM: every generator gets ``seed + 100 * pp_rank``, and
+    ``model_parallel_cuda_manual_seed`` derives the TP-aware streams from it. Needs the
+    model-parallel state (:func:`initialize`).
+    """
+    import random
+
+    import numpy as np
+    from megatron.core import parallel_state, tensor_parallel
+
+    rank_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(rank_seed)
+    np.random.seed(rank_seed)
+    torch.manual_seed(rank_seed)
+    tensor_parallel.model_parallel_cuda_manual_seed(rank_seed)
+
+
+def initialize(tensor_model_parallel_size: int = 1, pipeline_model_parallel_size: int = 1,
+               seed: Optional[int] = 1234, timeout_minutes: float = 10.0) -> torch.device:
+    """Set up this process for megatron-core: the one place training, eval, tools and tests do it.
+
+    CPU support where CUDA is absent, ``torch.distributed`` from torchrun's environment
+    (:func:`init_distributed`), megatron-core's model-parallel groups (TP x PP, DP fills the
+    rest; an existing parallel state is kept as it is), then :func:`seed_all`.
+
+    Args:
+        tensor_model_parallel_size: ``--tensor-model-parallel-size``.
+        pipeline_model_parallel_size: ``--pipeline-model-parallel-size``.
+        seed: ``--seed``; ``None`` leaves every generator as it is.
+        timeout_minutes: collective timeout.
+
+    Returns:
+        The device this rank computes on.
+
+    Raises:
+        ValueError: TP x PP does not divide the number of processes (one line naming the flags).
+    """
+    from megatron.core import parallel_state
+
+    dev = init_distributed(timeout_minutes)
+    world = torch.distributed.get_world_size()
+    model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size
+    if tensor_model_parallel_size < 1 or pipeline_model_parallel_size < 1 or world % model_parallel:
+        # megatron-core would fail with a traceback (or an assertion) deep in its group setup.
+        raise ValueError(
+            f"--tensor-model-parallel-size {tensor_model_parallel_size} x --pipeline-model-parallel-size "
+            f"{pipeline_model_parallel_size} = {model_parallel} must divide the number of processes ({world}); "
+            f"launch a multiple of {model_parallel} processes (torchrun --nproc-per-node) or lower the sizes")
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=tensor_model_parallel_size,
+            pipeline_model_parallel_size=pipeline_model_parallel_size,
+        )
+    if seed is not None:
+        seed_all(seed)
     return dev

@@ -6,7 +6,8 @@
 * :mod:`.data` — blended ``MaskedGPTDataset`` train/valid/test and a resumable sampler;
 * :mod:`.loop` — model/DDP/optimizer/scheduler construction and one training step;
 * :mod:`.alignment` — the alignment stream contract (pre-alignment microbatches + loss);
-* :mod:`.checkpointing` — Megatron-LM layout, torch_dist, resharding, ``load_model_for_eval``;
+* :mod:`.checkpointing` — saving/resuming training state (optimizer, scheduler, RNG) in Megatron-LM's
+  format (the layout itself: :mod:`megatron_prealign.checkpoint.layout`);
 * :mod:`.metrics` — Megatron-style log lines and TensorBoard;
 * :mod:`.pretrain` — ``pretrain()``, the job.
 """

@@ -14,8 +14,9 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.utils import unwrap_model
 
-from megatron_prealign.model.prealign import aligned_cosine_similarity, unwrap_model
+from megatron_prealign.model.prealign import aligned_cosine_similarity
 from megatron_prealign.model.word_batches import WordBatchConfig, WordBatchSampler
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,11 @@ them.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.utils import unwrap_model
 
 from megatron_prealign.model.alignment_metrics import alignment_stats
 
@@ -36,12 +37,6 @@ def _pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
     for i, r in enumerate(rows):
         out[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
     return out
-
-
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(module, "module"):
-        module = module.module
-    return module
 
 
 class EmbeddingAlignmentProbe:
@@ -111,7 +106,7 @@ class EmbeddingAlignmentProbe:
 
         Call on every rank; every rank gets the same values.
         """
-        gpt = _unwrap(model)
+        gpt = unwrap_model(model)
         values = torch.zeros(2 * len(_STATS), dtype=torch.float64)
         if gpt.pre_process:
             emb = gpt.embedding.word_embeddings

@@ -34,7 +34,6 @@ __all__ = [
     "build_lm_iterator",
     "default_dataset_class",
     "lm_sample_counts",
-    "move_batch",
 ]
 
 
@@ -237,8 +236,3 @@ def _worker_dies_with_parent(parent_pid: int, worker_id: int) -> None:
     from megatron_prealign.platform.process import die_with_parent
 
     die_with_parent(parent_pid)
-
-
-def move_batch(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
-    """Put a microbatch on the compute device (non-blocking where it can be)."""
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

@@ -16,27 +16,27 @@ those contribute exactly zero loss and zero gradient.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
-from megatron.core import parallel_state, tensor_parallel
+from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-from megatron.core.pipeline_parallel import get_forward_backward_func
-from megatron.core.utils import get_model_config
+from megatron.core.utils import get_model_config, unwrap_model
 
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 from megatron_prealign.model.prealign import (
     LevelLossTracker,
-    PreAlignForwardStep,
     PreAlignLossConfig,
     forward_backward_step,
 )
 from megatron_prealign.platform import device
+from megatron_prealign.platform import initialize as initialize_parallel  # noqa: F401  (old name, for callers)
 from megatron_prealign.training.config import OptimConfig
 from megatron_prealign.training.stages import ScheduleSegment, Stage, segment_index_at
 
@@ -72,58 +72,13 @@ class TrainState:
     """Stage of the last completed iteration."""
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
-            "iteration": self.iteration,
-            "consumed_train_samples": self.consumed_train_samples,
-            "consumed_valid_samples": self.consumed_valid_samples,
-            "align": dict(self.align),
-            "stage": self.stage,
-        }
+        """The fields as a (copied) dict, in declaration order."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainState":
-        return cls(
-            iteration=int(d.get("iteration", 0)),
-            consumed_train_samples=int(d.get("consumed_train_samples", 0)),
-            consumed_valid_samples=int(d.get("consumed_valid_samples", 0)),
-            align=dict(d.get("align") or {}),
-            stage=str(d.get("stage", "")),
-        )
-
-
-def initialize_parallel(tensor_model_parallel_size: int, pipeline_model_parallel_size: int, seed: int
-                        ) -> torch.device:
-    """``torch.distributed`` + ``parallel_state`` + Megatron's seeding (call once per process).
-
-    Seeds as Megatron-LM: ``seed + 100 * pp_rank`` for the default generators, and
-    ``model_parallel_cuda_manual_seed`` for the TP-aware streams.
-    """
-    import random
-
-    import numpy as np
-
-    from megatron_prealign.platform import init_distributed
-
-    dev = init_distributed()
-    world = torch.distributed.get_world_size()
-    model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size
-    if tensor_model_parallel_size < 1 or pipeline_model_parallel_size < 1 or world % model_parallel:
-        # megatron-core would fail with a traceback (or an assertion) deep in its group setup.
-        raise ValueError(
-            f"--tensor-model-parallel-size {tensor_model_parallel_size} x --pipeline-model-parallel-size "
-            f"{pipeline_model_parallel_size} = {model_parallel} must divide the number of processes ({world}); "
-            f"launch a multiple of {model_parallel} processes (torchrun --nproc-per-node) or lower the sizes")
-    if not parallel_state.model_parallel_is_initialized():
-        parallel_state.initialize_model_parallel(
-            tensor_model_parallel_size=tensor_model_parallel_size,
-            pipeline_model_parallel_size=pipeline_model_parallel_size,
-        )
-    rank_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
-    random.seed(rank_seed)
-    np.random.seed(rank_seed)
-    torch.manual_seed(rank_seed)
-    tensor_parallel.model_parallel_cuda_manual_seed(rank_seed)
-    return dev
+        """From :meth:`to_dict` output; absent keys keep their defaults, values take the field's type."""
+        return cls(**{k: type(v)(d[k]) for k, v in cls().to_dict().items() if d.get(k) is not None})
 
 
 def build_model(cfg: GPTModelConfig, overlap_grad_reduce: bool = False, use_distributed_optimizer: bool = False
@@ -171,25 +126,11 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
         segment: the schedule segment the scheduler follows (its iteration 0 is the segment's
             first); ``None`` = one segment over ``train_iters`` from ``cfg``.
     """
-    opt_config = OptimizerConfig(
-        optimizer="adam",
-        lr=cfg.lr,
-        min_lr=cfg.min_lr,
-        weight_decay=cfg.weight_decay,
-        adam_beta1=cfg.adam_beta1,
-        adam_beta2=cfg.adam_beta2,
-        adam_eps=cfg.adam_eps,
-        clip_grad=cfg.clip_grad,
-        bf16=bf16,
-        fp16=cfg.fp16,
-        loss_scale=cfg.loss_scale,
-        initial_loss_scale=cfg.initial_loss_scale,
-        min_loss_scale=cfg.min_loss_scale,
-        loss_scale_window=cfg.loss_scale_window,
-        hysteresis=cfg.hysteresis,
-        params_dtype=torch.bfloat16 if bf16 else torch.float16 if cfg.fp16 else torch.float32,
-        use_distributed_optimizer=cfg.use_distributed_optimizer,
-    )
+    # OptimConfig's fields carry megatron-core's OptimizerConfig names and meanings: passed as they are.
+    same = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(OptimizerConfig) if hasattr(cfg, f.name)}
+    opt_config = OptimizerConfig(**{
+        **same, "optimizer": "adam", "bf16": bf16,
+        "params_dtype": torch.bfloat16 if bf16 else torch.float16 if cfg.fp16 else torch.float32})
     optimizer = get_megatron_optimizer(opt_config, model)
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
         chunk.config.grad_scale_func = optimizer.scale_loss
@@ -277,12 +218,6 @@ def schedule_for_iteration(iteration: int, segments: List[ScheduleSegment], held
     return build_scheduler(optimizer, segments[index], weight_decay), index, True
 
 
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    while hasattr(module, "module"):
-        module = module.module
-    return module
-
-
 @torch.no_grad()
 def _clone_rows_(weight: torch.Tensor, base_vocab: int) -> None:
     """Copy rows ``[0, V)`` of a vocab-parallel weight to ``[V, 2V)`` across the TP group."""
@@ -308,7 +243,7 @@ def clone_perfect_init_(model: List[torch.nn.Module], base_vocab: int) -> None:
     With tied embeddings the shared matrix is copied on every stage that holds it (first and,
     under PP, last), so the copies stay equal.
     """
-    m = _unwrap(model[0])
+    m = unwrap_model(model[0])
     if getattr(m, "pre_process", False):
         _clone_rows_(m.embedding.word_embeddings.weight, base_vocab)
     if getattr(m, "post_process", False):
@@ -408,20 +343,10 @@ def evaluate(model: List[torch.nn.Module], valid_iterator: Iterator, eval_iters:
     """Validation LM loss (token-weighted) over ``eval_iters`` global batches, forward only."""
     for chunk in model:
         chunk.eval()
-    forward_step = PreAlignForwardStep(PreAlignLossConfig(), num_lm_microbatches, 0)
     reports: List[Dict[str, torch.Tensor]] = []
     for _ in range(eval_iters):
-        out = get_forward_backward_func()(
-            forward_step_func=forward_step,
-            data_iterator=valid_iterator,
-            model=model,
-            num_microbatches=num_lm_microbatches,
-            seq_length=seq_length,
-            micro_batch_size=micro_batch_size,
-            forward_only=True,
-        )
-        if parallel_state.is_pipeline_last_stage():
-            reports.extend(out)
+        reports.extend(forward_backward_step(model, PreAlignLossConfig(), valid_iterator, num_lm_microbatches,
+                                             seq_length, micro_batch_size, forward_only=True))
     for chunk in model:
         chunk.train()
     losses = _reduce_lm_reports(reports) if parallel_state.is_pipeline_last_stage() else {}

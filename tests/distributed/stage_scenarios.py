@@ -149,7 +149,7 @@ def _reference_stats(full: torch.Tensor, pairs, v: int) -> Dict[str, float]:
 
 
 def perfect_init_untied_tp2(ctx: Context):
-    from megatron_prealign.model.prealign import unwrap_model
+    from megatron.core.utils import unwrap_model
 
     tg.set_parallel(2, 1)
     v = CFG.vocab_size // 2

@@ -135,15 +135,35 @@ def test_run_a_logs_stages_and_checkpoints(setup, run_a):
         assert abs(tb_losses[it] - value) < 1e-5 * max(1.0, abs(value))
 
 
+def _interrupted_run(root, common, name):
+    """``(checkpoint dir, args, log)`` of a TP=2 run saving to and resuming from ``root/name``."""
+    ckpt = root / name
+    return ckpt, common + ["--tensor-model-parallel-size", "2", "--save", str(ckpt), "--load", str(ckpt)], \
+        root / f"{name}1.log"
+
+
+def _popen(args, out):
+    return subprocess.Popen(_cmd(2, args), cwd=str(REPO), env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _resume_reproduces(root, name, args, stopped, run_a):
+    """Relaunched with --load, the run continues at ``stopped`` with run A's losses (to 1e-6)."""
+    res = _run(2, args, 240, root / f"{name}2.log")
+    assert res.returncode == 0, res.stdout[-6000:]
+    assert "loaded checkpoint" in res.stdout and f"at iteration {stopped}" in res.stdout
+    resumed, reference = _losses(res.stdout), _losses(run_a.stdout)
+    assert sorted(resumed) == list(range(stopped + 1, 9))
+    for it in resumed:
+        assert abs(resumed[it] - reference[it]) <= 1e-6, (it, resumed[it], reference[it])
+
+
 def test_kill9_resume_reproduces_losses(setup, run_a):
     root, common = setup
-    ckpt = root / "b"
-    args = common + ["--tensor-model-parallel-size", "2", "--save", str(ckpt), "--load", str(ckpt)]
-    log = root / "b1.log"
+    ckpt, args, log = _interrupted_run(root, common, "b")
     tracker = ckpt / "latest_checkpointed_iteration.txt"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(_cmd(2, args), cwd=str(REPO), env=_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = _popen(args, out)
         deadline = time.monotonic() + 240
         killed_at = None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -157,13 +177,7 @@ def test_kill9_resume_reproduces_losses(setup, run_a):
     first = log.read_text()
     assert killed_at == 4, f"job was not killed after checkpoint 4 (rc {proc.returncode}):\n{first[-3000:]}"
     assert max(_losses(first)) < 8, "the killed run must not have finished"
-    res = _run(2, args, 240, root / "b2.log")
-    assert res.returncode == 0, res.stdout[-6000:]
-    assert "loaded checkpoint" in res.stdout and "at iteration 4" in res.stdout
-    resumed, reference = _losses(res.stdout), _losses(run_a.stdout)
-    assert sorted(resumed) == [5, 6, 7, 8]
-    for it in resumed:
-        assert abs(resumed[it] - reference[it]) <= 1e-6, (it, resumed[it], reference[it])
+    _resume_reproduces(root, "b", args, 4, run_a)
 
 
 def test_tp2_checkpoint_resumes_under_pp2(setup, run_a):
@@ -326,12 +340,9 @@ def test_sigterm_saves_exits_cleanly_and_resumes(setup, run_a):
     import signal
 
     root, common = setup
-    ckpt = root / "sigterm"
-    args = common + ["--tensor-model-parallel-size", "2", "--save", str(ckpt), "--load", str(ckpt)]
-    log = root / "sigterm1.log"
+    ckpt, args, log = _interrupted_run(root, common, "sigterm")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(_cmd(2, args), cwd=str(REPO), env=_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = _popen(args, out)
         deadline = time.monotonic() + 240
         signalled = False
         try:
@@ -354,10 +365,4 @@ def test_sigterm_saves_exits_cleanly_and_resumes(setup, run_a):
     stopped = int(m.group(1))
     assert 2 <= stopped < 8 and max(_losses(first)) == stopped
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == str(stopped)
-    res = _run(2, args, 240, root / "sigterm2.log")
-    assert res.returncode == 0, res.stdout[-6000:]
-    assert f"at iteration {stopped}" in res.stdout
-    resumed, reference = _losses(res.stdout), _losses(run_a.stdout)
-    assert sorted(resumed) == list(range(stopped + 1, 9))
-    for it in resumed:
-        assert abs(resumed[it] - reference[it]) <= 1e-6, (it, resumed[it], reference[it])
+    _resume_reproduces(root, "sigterm", args, stopped, run_a)
