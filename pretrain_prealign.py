@@ -91,8 +91,8 @@ from typing import List, Optional
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse flags, check inputs, initialise parallelism and train. Returns the exit status."""
-    from megatron_prealign.tokenizer import build_tokenizer_from_args
-    from megatron_prealign.training.arguments import (
+    from megatron_prealign.cli.tokenizer import build_tokenizer_from_args
+    from megatron_prealign.cli.pretrain import (
         build_parser,
         config_from_args,
         noop_notices,

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from megatron_prealign.training.arguments import (
+from megatron_prealign.cli.pretrain import (
     build_parser,
     config_from_args,
     padded_vocab_size,
@@ -147,7 +147,7 @@ def test_bad_data_flags_name_the_flag(extra, message):
 
 
 def test_parse_args_reports_data_flag_errors_on_one_line(capsys):
-    from megatron_prealign.training.arguments import parse_args
+    from megatron_prealign.cli.pretrain import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(shlex.split(MODEL + "--prealign-mode none --data-path d --train-data-path t"))

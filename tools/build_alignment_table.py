@@ -51,7 +51,7 @@ from megatron_prealign.alignment.words import (
     save_word_counts,
     select_words,
 )
-from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.tokenizer.train import iter_text_files
 
 

@@ -31,7 +31,8 @@ import sys
 from megatron_prealign.alignment import AlignmentTable
 from megatron_prealign.alignment.boundaries import word_boundaries
 from megatron_prealign.data.codeswitch import MODES, CodeswitchConfig, codeswitch_dataset
-from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args, same_tokenizer
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.tokenizer import same_tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:

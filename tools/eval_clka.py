@@ -33,7 +33,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
+    from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_args(p)
@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from megatron_prealign.eval import clka
-    from megatron_prealign.eval.loading import checkpoint_record, load_from_args
+    from megatron_prealign.cli.evaluation import load_from_args
+    from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
     from megatron_prealign.eval.scoring import score_sequences

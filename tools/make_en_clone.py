@@ -22,7 +22,8 @@ import argparse
 import sys
 import time
 
-from megatron_prealign.tokenizer import EnCloneTokenizer, add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.tokenizer import EnCloneTokenizer
 from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
 
 

@@ -25,7 +25,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
+    from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_args(p)
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     if os.path.exists(os.path.join(save_root, TRACKER_FILENAME)) and not args.overwrite:
         p.error(f"--save {args.save}: holds a checkpoint (use --overwrite)")
 
-    from megatron_prealign.eval.loading import load_from_args
+    from megatron_prealign.cli.evaluation import load_from_args
     from megatron_prealign.eval.oracle import OracleConfig, aligned_english_ids, oracle_realign
     from megatron_prealign.training.checkpointing import save_checkpoint
 

@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pa
 
 from megatron_prealign.data.indexed import IndexedDatasetError  # noqa: E402
 from megatron_prealign.data.readers import FORMATS, TEXT_UNITS, InputError, ReaderConfig  # noqa: E402
-from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args  # noqa: E402
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args  # noqa: E402
 
 PROG = "preprocess_data.py"
 

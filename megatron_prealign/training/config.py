@@ -1,6 +1,6 @@
 """Typed configuration of a pretraining job (library side of the CLI).
 
-``megatron_prealign.training.arguments`` turns Megatron-style command-line flags into one
+``megatron_prealign.cli.pretrain`` turns Megatron-style command-line flags into one
 :class:`PretrainConfig`; everything below the entry point takes these dataclasses (or plain
 arguments), never an ``argparse.Namespace``.
 """

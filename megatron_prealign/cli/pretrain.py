@@ -296,7 +296,7 @@ def _add_prealign_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser: Megatron-LM's flags, the tokenizer's, then PreAlign's."""
-    from megatron_prealign.tokenizer import add_tokenizer_args
+    from megatron_prealign.cli.tokenizer import add_tokenizer_args
 
     parser = argparse.ArgumentParser(
         prog="pretrain_prealign.py",
