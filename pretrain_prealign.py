@@ -142,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     micro_batch_size=cfg.training.micro_batch_size,
                     seq_length=cfg.data.seq_length,
                     seed=cfg.training.seed,
-                    levels=cfg.prealign.levels,
+                    levels=cfg.prealign.loss.levels,
                     data_parallel_rank=parallel_state.get_data_parallel_rank(),
                     data_parallel_size=parallel_state.get_data_parallel_world_size(),
                 )

@@ -127,7 +127,7 @@ def test_training_refuses_ids_outside_the_tokenizer_vocabulary(tmp_path, bad_id)
     from megatron_prealign.data.masked_gpt_dataset import MaskedGPTDataset, masked_gpt_dataset_config
 
     prefix = write_dataset(str(tmp_path / "en_text_document"), [[5, 6, 7, 0], [8, bad_id, 9, 0], [2, 3, 0]])
-    cfg = masked_gpt_dataset_config(_Tok(), seq_length=4, seed=1, data_path=[prefix], split="1,0,0",
+    cfg = masked_gpt_dataset_config(_Tok(), seq_length=4, seed=1, blend=([prefix], None), split="1,0,0",
                                     data_cache_path=str(tmp_path / "cache"))
     with pytest.raises(IndexedDatasetError) as err:
         MaskedGPTDataset.build_low_level_dataset(prefix, cfg)

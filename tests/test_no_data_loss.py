@@ -182,7 +182,7 @@ class _Tok:
 def _build_train(prefix, tmp_path):
     from megatron_prealign.data.masked_gpt_dataset import build_train_valid_test_datasets, masked_gpt_dataset_config
 
-    cfg = masked_gpt_dataset_config(_Tok(), seq_length=4, seed=1, data_path=[prefix], split="1,0,0",
+    cfg = masked_gpt_dataset_config(_Tok(), seq_length=4, seed=1, blend=([prefix], None), split="1,0,0",
                                     data_cache_path=str(tmp_path / "cache"))
     return build_train_valid_test_datasets(cfg, [4, None, None], is_built_on_rank=lambda: True)[0]
 

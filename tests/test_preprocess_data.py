@@ -236,7 +236,7 @@ def test_codeswitch_hook_uses_output_document_index(tmp_path, bpe_dir):
     # the pair is what MaskedGPTDataset reads: it accepts it and drops the substituted labels
     from megatron_prealign.data.masked_gpt_dataset import build_train_valid_test_datasets, masked_gpt_dataset_config
 
-    cfg = masked_gpt_dataset_config(tok, seq_length=32, seed=1, data_path=[prefix], split="1,0,0",
+    cfg = masked_gpt_dataset_config(tok, seq_length=32, seed=1, blend=([prefix], None), split="1,0,0",
                                     data_cache_path=str(tmp_path / "cache"))
     train = build_train_valid_test_datasets(cfg, [20, 0, 0])[0]
     assert train.mask_dataset is not None

@@ -8,9 +8,16 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from megatron_prealign.cli.flags import add_flags, dest, flag_fields
 from megatron_prealign.eval.loading import EvalLoadError, load_checkpoint_for_eval
+from megatron_prealign.model.gpt import GPTModelConfig
 
-__all__ = ["add_checkpoint_args", "model_flags", "load_from_args"]
+__all__ = ["MODEL_FIELDS", "add_checkpoint_args", "model_flags", "load_from_args"]
+
+MODEL_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "max_sequence_length",
+                "position_embedding_type", "normalization", "untie_embeddings_and_output_weights")
+"""``GPTModelConfig`` fields an evaluation tool takes as flags (for a Megatron-LM checkpoint that
+saved no args); unset flags are ``None``: "from the checkpoint"."""
 
 
 def add_checkpoint_args(parser: Any) -> Any:
@@ -22,14 +29,7 @@ def add_checkpoint_args(parser: Any) -> Any:
                        help="TP size to evaluate with (launch with torchrun --nproc-per-node TP); PP is always 1.")
     model = parser.add_argument_group(
         "model (only for a Megatron-LM checkpoint that saved no args; Megatron-LM's flag names)")
-    model.add_argument("--num-layers", type=int, default=None)
-    model.add_argument("--hidden-size", type=int, default=None)
-    model.add_argument("--num-attention-heads", type=int, default=None)
-    model.add_argument("--ffn-hidden-size", type=int, default=None)
-    model.add_argument("--max-position-embeddings", type=int, default=None)
-    model.add_argument("--position-embedding-type", choices=["learned_absolute", "rope"], default=None)
-    model.add_argument("--normalization", choices=["LayerNorm", "RMSNorm"], default=None)
-    model.add_argument("--untie-embeddings-and-output-weights", action="store_const", const=True, default=None)
+    add_flags(model, GPTModelConfig, only=MODEL_FIELDS, **{name: {"default": None} for name in MODEL_FIELDS})
     model.add_argument("--use-checkpoint-args", action="store_true",
                        help="Accepted for Megatron-LM compatibility: a checkpoint's saved model args are always used.")
     from megatron_prealign.cli.tokenizer import add_tokenizer_args
@@ -40,11 +40,8 @@ def add_checkpoint_args(parser: Any) -> Any:
 
 def model_flags(args: Any) -> Dict[str, Any]:
     """``GPTModelConfig`` fields given as model flags (absent flags are left out)."""
-    names = {"num_layers": "num_layers", "hidden_size": "hidden_size", "num_attention_heads": "num_attention_heads",
-             "ffn_hidden_size": "ffn_hidden_size", "max_position_embeddings": "max_sequence_length",
-             "position_embedding_type": "position_embedding_type", "normalization": "normalization",
-             "untie_embeddings_and_output_weights": "untie_embeddings_and_output_weights"}
-    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
+    given = {f.name: getattr(args, dest(f), None) for _, f, _ in flag_fields(GPTModelConfig, MODEL_FIELDS)}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def load_from_args(args: Any, parser: Any = None, for_training: bool = False
