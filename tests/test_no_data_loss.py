@@ -60,7 +60,7 @@ def test_make_en_clone_refuses_to_overwrite_its_input(tmp_path, spelling):
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_en_clone.py"), "--input", prefix,
                         "--output-prefix", out, "--tokenizer-type", "NullTokenizer", "--vocab-size", "10"],
                        capture_output=True, text=True, env=ENV, timeout=120)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"make_en_clone.py: error: --output-prefix {out} would overwrite the input dataset {prefix}"
     assert tree_digest(tmp_path) == before
 

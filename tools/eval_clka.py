@@ -30,9 +30,13 @@ import argparse
 import dataclasses
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
+@tool_main("eval_clka.py")
+def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
             familiarity_text = clka.read_familiarity_text(args.familiarity_text)
         except (OSError, ValueError) as exc:
             p.error(str(exc))
-    model, cfg, meta, tok = load_from_args(args, p)
+    model, cfg, meta, tok = load_from_args(args)
     is_clone = hasattr(tok, "tokenize_clone")
     if args.languages:
         languages = [x.strip().replace("-", "_") for x in args.languages.split(",") if x.strip()]

@@ -20,9 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
+@tool_main("eval_mixed_script.py")
+def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
             german = ms.german_only_words(AlignmentTable.load(args.alignment_table))
         except (OSError, ValueError) as exc:
             p.error(f"--alignment-table: {exc}")
-    model, cfg, meta, tok = load_from_args(args, p)
+    model, cfg, meta, tok = load_from_args(args)
     is_clone = hasattr(tok, "tokenize_clone")
     languages = ([x.strip().replace("-", "_") for x in args.languages.split(",") if x.strip()] if args.languages
                  else (["en_clone"] if is_clone else ["zh", "ru", "ar", "de"]))

@@ -23,9 +23,13 @@ import argparse
 import dataclasses
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
+@tool_main("eval_perplexity.py")
+def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,7 +68,7 @@ def main(argv=None) -> int:
             table = AlignmentTable.load(args.alignment_table)
         except (OSError, ValueError) as exc:
             p.error(f"--alignment-table: {exc}")
-    model, cfg, meta, tok = load_from_args(args, p)
+    model, cfg, meta, tok = load_from_args(args)
     if table is not None:
         from megatron_prealign.tokenizer import check_table_tokenizer
 

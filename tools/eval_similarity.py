@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
+@tool_main("eval_similarity.py")
+def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
     meta = None
     for it in iterations:
         args.iteration = it
-        model, cfg, meta, tok = load_from_args(args, p)
+        model, cfg, meta, tok = load_from_args(args)
         try:
             check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
             table.validate(tok.vocab_size)

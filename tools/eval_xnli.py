@@ -30,9 +30,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
+@tool_main("eval_xnli.py")
+def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +93,7 @@ def main(argv=None) -> int:
         value = getattr(args, flag)
         if value is not None and not 0.0 <= value < 1.0:
             p.error(f"--{flag.replace('_', '-')} {value}: expected a probability in [0, 1)")
-    model, cfg, meta, tok = load_from_args(args, p, for_training=True)
+    model, cfg, meta, tok = load_from_args(args, for_training=True)
     if getattr(cfg, "bf16", False):
         print("warning: the checkpoint keeps bf16 parameters; fine-tuning updates them in bf16 with torch AdamW "
               "(no fp32 master weights) — expect slightly lower accuracy than an fp32 fine-tune")

@@ -41,6 +41,9 @@ import json
 import os
 import shutil
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
 def parse_args(argv=None):
@@ -110,7 +113,8 @@ def _name_pieces(args, parser, tokenizer):
     return pieces, piece_ids
 
 
-def main(argv=None) -> int:
+@tool_main("make_clka.py")
+def main(argv: List[str]) -> int:
     parser, args = parse_args(argv)
     from megatron_prealign.eval import clka
     from megatron_prealign.eval.results import write_json_atomic

@@ -22,9 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
+@tool_main("oracle_realign.py")
+def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import add_checkpoint_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +59,7 @@ def main(argv=None) -> int:
     from megatron_prealign.eval.oracle import OracleConfig, aligned_english_ids, oracle_realign
     from megatron_prealign.training.checkpointing import save_checkpoint
 
-    model, cfg, meta, tok = load_from_args(args, p)
+    model, cfg, meta, tok = load_from_args(args)
     v = getattr(tok, "base_vocab_size", None)
     if v is None:
         p.error("oracle_realign needs an En-Clone checkpoint (tokenizer with a base vocabulary; record or --en-clone)")

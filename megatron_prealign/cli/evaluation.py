@@ -9,6 +9,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 from megatron_prealign.cli.flags import add_flags, dest, flag_fields
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.eval.loading import EvalLoadError, load_checkpoint_for_eval
 from megatron_prealign.model.gpt import GPTModelConfig
 
@@ -32,8 +33,6 @@ def add_checkpoint_args(parser: Any) -> Any:
     add_flags(model, GPTModelConfig, only=MODEL_FIELDS, **{name: {"default": None} for name in MODEL_FIELDS})
     model.add_argument("--use-checkpoint-args", action="store_true",
                        help="Accepted for Megatron-LM compatibility: a checkpoint's saved model args are always used.")
-    from megatron_prealign.cli.tokenizer import add_tokenizer_args
-
     add_tokenizer_args(parser, required=False)
     return parser
 
@@ -44,38 +43,33 @@ def model_flags(args: Any) -> Dict[str, Any]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def load_from_args(args: Any, parser: Any = None, for_training: bool = False
-                   ) -> Tuple[torch.nn.Module, Any, Dict[str, Any], Any]:
-    """Load the checkpoint (and tokenizer) the flags name; exits with one line on error.
+def load_from_args(args: Any, for_training: bool = False) -> Tuple[torch.nn.Module, Any, Dict[str, Any], Any]:
+    """Load the checkpoint (and tokenizer) the flags name.
 
     Args:
         args: flags from :func:`add_checkpoint_args` (plus ``hidden_dropout`` /
             ``attention_dropout`` when the tool fine-tunes; ``None`` keeps the checkpoint's).
-        parser: reports errors (``parser.exit(2, ...)``); ``None`` raises them.
         for_training: fine-tuning: keep dropout and return the model in train mode (see
             :func:`load_checkpoint_for_eval`).
+
+    Raises:
+        EvalLoadError, OSError, ValueError: one line naming the flag or file (a tool's
+            :func:`~megatron_prealign.cli.tool.tool_main` prints it).
     """
     tokenizer = None
-    try:
-        tp = int(getattr(args, "tensor_model_parallel_size", 1) or 1)
-        if tp > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from megatron_prealign.eval.runtime import setup_eval_process
+    tp = int(getattr(args, "tensor_model_parallel_size", 1) or 1)
+    if tp > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from megatron_prealign.eval.runtime import setup_eval_process
 
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            if world != tp:
-                raise EvalLoadError(f"--tensor-model-parallel-size {tp}: launch exactly {tp} processes (WORLD_SIZE is {world})")
-            setup_eval_process(tensor_model_parallel_size=tp)
-        if getattr(args, "tokenizer_type", None):
-            from megatron_prealign.cli.tokenizer import build_tokenizer_from_args
-
-            tokenizer = build_tokenizer_from_args(args)
-        return load_checkpoint_for_eval(args.load, args.iteration, tokenizer, for_training=for_training,
-                                        hidden_dropout=getattr(args, "hidden_dropout", None),
-                                        attention_dropout=getattr(args, "attention_dropout", None),
-                                        model_config=model_flags(args))
-    except (EvalLoadError, OSError, ValueError) as exc:
-        if parser is not None:
-            parser.exit(2, f"error: {exc}\n")
-        raise
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != tp:
+            raise EvalLoadError(f"--tensor-model-parallel-size {tp}: launch exactly {tp} processes (WORLD_SIZE is {world})")
+        setup_eval_process(tensor_model_parallel_size=tp)
+    if getattr(args, "tokenizer_type", None):
+        tokenizer = build_tokenizer_from_args(args)
+    return load_checkpoint_for_eval(args.load, args.iteration, tokenizer, for_training=for_training,
+                                    hidden_dropout=getattr(args, "hidden_dropout", None),
+                                    attention_dropout=getattr(args, "attention_dropout", None),
+                                    model_config=model_flags(args))
 
 
