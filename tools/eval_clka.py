@@ -26,21 +26,18 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 from typing import List
 
+from megatron_prealign.cli.evaluation import eval_parser
 from megatron_prealign.cli.tool import tool_main
 
 
 @tool_main("eval_clka.py")
 def main(argv: List[str]) -> int:
-    from megatron_prealign.cli.evaluation import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+    p = eval_parser(__doc__)
     p.add_argument("--test-dir", required=True, help="--output-dir of tools/make_clka.py (reads test/{lang}.jsonl).")
     p.add_argument("--languages", default=None, help="Comma-separated (default: every test file, plus en_clone for En-Clone tokenizers).")
     p.add_argument("--period", type=int, default=None, help="Only items of this injection period.")

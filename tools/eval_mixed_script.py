@@ -17,20 +17,17 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from typing import List
 
+from megatron_prealign.cli.evaluation import eval_parser
 from megatron_prealign.cli.tool import tool_main
 
 
 @tool_main("eval_mixed_script.py")
 def main(argv: List[str]) -> int:
-    from megatron_prealign.cli.evaluation import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+    p = eval_parser(__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="Prompt file (text lines or JSONL).")
     src.add_argument("--prompt-data", help="English Megatron dataset prefix; prompts = document prefixes.")
@@ -49,7 +46,7 @@ def main(argv: List[str]) -> int:
     import torch
 
     from megatron_prealign.eval import mixed_script as ms
-    from megatron_prealign.cli.evaluation import load_from_args
+    from megatron_prealign.cli.evaluation import load_alignment_table, load_from_args
     from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
@@ -61,14 +58,8 @@ def main(argv: List[str]) -> int:
             prompts_text = ms.read_prompts(args.prompts)[: args.num_prompts]
         except (OSError, ValueError) as exc:
             p.error(str(exc))
-    german = None
-    if args.alignment_table:
-        from megatron_prealign.alignment import AlignmentTable
-
-        try:
-            german = ms.german_only_words(AlignmentTable.load(args.alignment_table))
-        except (OSError, ValueError) as exc:
-            p.error(f"--alignment-table: {exc}")
+    table = load_alignment_table(args.alignment_table)
+    german = ms.german_only_words(table) if table is not None else None
     model, cfg, meta, tok = load_from_args(args)
     is_clone = hasattr(tok, "tokenize_clone")
     languages = ([x.strip().replace("-", "_") for x in args.languages.split(",") if x.strip()] if args.languages

@@ -27,20 +27,17 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from typing import List
 
+from megatron_prealign.cli.evaluation import eval_parser
 from megatron_prealign.cli.tool import tool_main
 
 
 @tool_main("eval_xnli.py")
 def main(argv: List[str]) -> int:
-    from megatron_prealign.cli.evaluation import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+    p = eval_parser(__doc__)
     p.add_argument("--train-file", required=True, help="English NLI training data.")
     p.add_argument("--dev-file", default=None, help="English dev data for model selection (XNLI TSV: its 'en' rows).")
     p.add_argument("--test-file", required=True, help="XNLI test TSV (all languages) or a single-language file.")

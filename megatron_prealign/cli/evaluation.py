@@ -3,8 +3,9 @@ and loading the checkpoint they name through :mod:`megatron_prealign.eval.loadin
 
 from __future__ import annotations
 
+import argparse
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -13,7 +14,8 @@ from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_
 from megatron_prealign.eval.loading import EvalLoadError, load_checkpoint_for_eval
 from megatron_prealign.model.gpt import GPTModelConfig
 
-__all__ = ["MODEL_FIELDS", "add_checkpoint_args", "model_flags", "load_from_args"]
+__all__ = ["MODEL_FIELDS", "add_checkpoint_args", "model_flags", "load_from_args", "load_alignment_table",
+           "check_alignment_table", "eval_parser"]
 
 MODEL_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "max_sequence_length",
                 "position_embedding_type", "normalization", "untie_embeddings_and_output_weights")
@@ -73,3 +75,39 @@ def load_from_args(args: Any, for_training: bool = False) -> Tuple[torch.nn.Modu
                                     model_config=model_flags(args))
 
 
+
+
+def load_alignment_table(path: Optional[str]) -> Any:
+    """The ``--alignment-table`` a tool names (``None`` when not given), read before the
+    (slower) checkpoint so a bad table fails first.
+
+    Raises:
+        ValueError: an unreadable or malformed table (one line naming the flag).
+    """
+    if not path:
+        return None
+    from megatron_prealign.alignment import AlignmentTable
+
+    try:
+        return AlignmentTable.load(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--alignment-table: {exc}") from None
+
+
+def check_alignment_table(table: Any, tokenizer: Any, path: str) -> None:
+    """Fail with one line when ``table`` was built for another tokenizer than the checkpoint's,
+    or holds ids beyond its vocabulary."""
+    from megatron_prealign.tokenizer import check_table_tokenizer
+
+    try:
+        check_table_tokenizer(table.tokenizer, tokenizer, "--alignment-table", path)
+        table.validate(tokenizer.vocab_size)
+    except ValueError as exc:
+        raise ValueError(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}") from None
+
+
+def eval_parser(doc: str) -> argparse.ArgumentParser:
+    """An evaluation tool's parser: its docstring's first line as description (the rest shown
+    verbatim with ``--help``) and the shared checkpoint, model and tokenizer flags."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_checkpoint_args(parser)
