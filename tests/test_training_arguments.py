@@ -90,6 +90,9 @@ def test_global_batch_defaults_to_micro_times_dp():
     assert args.global_batch_size == 2 * 4
 
 
+PRE = "--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 "
+
+
 @pytest.mark.parametrize("extra, world, message", [
     ("--prealign-mode init --prealign-iters 3", 1, "--prealign-table"),
     ("--prealign-mode init --prealign-table t", 1, "--prealign-iters"),
@@ -104,6 +107,10 @@ def test_global_batch_defaults_to_micro_times_dp():
     ("--prealign-mode on-the-fly --prealign-table t --prealign-words-per-batch 1", 1, "at least 2 words"),
     ("--prealign-mode on-the-fly --prealign-table t --prealign-temperature 0", 1, "--prealign-temperature"),
     ("--prealign-mode none --save-interval 10", 1, "--save"),
+    (PRE + "--prealign-lr-warmup-iters 5", 1, "--prealign-lr-warmup-iters"),
+    (PRE + "--prealign-lr 0", 1, "--prealign-lr"),
+    (PRE + "--prealign-min-lr 1", 1, "--prealign-min-lr"),
+    (PRE + "--prealign-weight -1", 1, "--prealign-weight"),
 ])
 def test_bad_flag_combinations_name_the_flag(extra, world, message):
     with pytest.raises(ValueError, match=message):
@@ -197,14 +204,3 @@ def test_prealign_schedule_and_weighting_flags():
     assert (cfg.lr, cfg.min_lr, cfg.lr_warmup_iters, cfg.lr_decay_style) == (1e-3, 1e-5, 2, "linear")
     # the old name stays an alias
     assert parse(pre + "--prealign-align-weight 0.3").prealign_align_weight == 0.3
-
-
-@pytest.mark.parametrize("extra,message", [
-    ("--prealign-lr-warmup-iters 5", "--prealign-lr-warmup-iters"),
-    ("--prealign-lr 0", "--prealign-lr"),
-    ("--prealign-min-lr 1", "--prealign-min-lr"),
-    ("--prealign-weight -1", "--prealign-weight"),
-])
-def test_bad_prealign_schedule_flags_name_the_flag(extra, message):
-    with pytest.raises(ValueError, match=message):
-        parse("--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 " + extra)
