@@ -82,7 +82,7 @@ def arm_command(arm: str, a: argparse.Namespace, data: Tuple[str, str, str], sav
     if arm == "joint":
         cmd += ["--prealign-mode", "none"]
     else:
-        cmd += ["--prealign-mode", "init", "--prealign-table", table, "--prealign-iters", str(a.prealign_iters),
+        cmd += ["--prealign-mode", "init", "--alignment-table", table, "--prealign-iters", str(a.prealign_iters),
                 "--prealign-words-per-batch", str(a.words)]
     return cmd
 

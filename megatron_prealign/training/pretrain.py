@@ -288,7 +288,7 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
 
 
 def _alignment_probe(cfg: PretrainConfig):
-    """The training log's embedding-alignment probe over ``--prealign-table`` (``None`` without one)."""
+    """The training log's embedding-alignment probe over ``--alignment-table`` (``None`` without one)."""
     if not cfg.prealign.table:
         return None
     from megatron_prealign.alignment import AlignmentTable
