@@ -158,7 +158,7 @@ def _tokenizer_from_args(args: argparse.Namespace):
     return build_tokenizer_from_args(args)
 
 
-@tool_main(PROG)
+@tool_main("preprocess_data.py")
 def main(argv: List[str]) -> int:
     """Run the tool; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
