@@ -5,8 +5,7 @@ A field becomes a flag when its ``metadata`` names one (Megatron-LM's spelling w
     lr: float = field(default=1e-4, metadata={"flag": "--lr", "required": True})
     '''Peak learning rate.'''
 
-The help text is the field's attribute docstring (read once with :mod:`ast`, as megatron-core's
-``argparse_meta`` and litgpt do). The type comes from the annotation (``Optional[X]`` -> ``X``,
+The help text is the field's attribute docstring (read once per class with :mod:`ast`). The type comes from the annotation (``Optional[X]`` -> ``X``,
 ``List[X]`` -> ``nargs="+"``); a ``bool`` is a switch (``store_true``; ``store_false`` when its
 flag starts with ``--no-``; both spellings with ``"negatable": True``). Other metadata keys
 (``choices``, ``default``, ``nargs``, ``metavar``, ``required``, ``aliases``, ``dest``, and
