@@ -12,7 +12,7 @@ Launch with ``torchrun`` (one process per GPU; on a CPU-only machine gloo is use
         --tensor-model-parallel-size 2 \\
         --tokenizer-type GPT2BPETokenizer --vocab-file gpt2/vocab.json --merge-file gpt2/merges.txt --en-clone \\
         --data-path 99 data/en_cs_text_document 1 data/clone_text_document --split 998,1,1 \\
-        --prealign-mode init --prealign-table tables/en-clone.jsonl --prealign-iters 500 \\
+        --prealign-mode init --alignment-table tables/en-clone.jsonl --prealign-iters 500 \\
         --save ckpt/prealign --save-interval 1000 --load ckpt/prealign \\
         --log-interval 10 --eval-interval 1000 --eval-iters 20 --tensorboard-dir tb/prealign
 
@@ -42,7 +42,7 @@ training (the CLKA knowledge statements must all be seen) and validates on held-
 ``examples/`` use this form.) The paper rows below write ``--data-path`` for brevity.
 
 The data: ``en_cs`` is English binarized with input-only codeswitching
-(``tools/preprocess_data.py --codeswitch --codeswitch-mode input-only --prealign-table T``), which
+(``tools/preprocess_data.py --codeswitch --codeswitch-mode input-only --alignment-table T``), which
 writes ``{prefix}_lossmask`` next to the text; the loss on substituted targets is masked out.
 Datasets without a ``_lossmask`` train on every token.
 
@@ -54,20 +54,20 @@ Paper row                  flags (data: ``EN`` plain English, ``EN_CS`` input-on
 =========================  ====================================================================
 T1 Only Target             ``--prealign-mode none --data-path TGT``
 T1 Joint Training          ``--prealign-mode none --data-path 99 EN 1 TGT``
-T1 PreAlign                ``--prealign-mode init --prealign-table T --prealign-iters 500
+T1 PreAlign                ``--prealign-mode init --alignment-table T --prealign-iters 500
                            --data-path 99 EN_CS 1 TGT``
 T1 Full Target             ``--prealign-mode none --data-path TGT_FULL``
-T2 On-the-fly alignment    ``--prealign-mode on-the-fly --prealign-table T --data-path 99 EN 1 TGT``
-T2 Post alignment          ``--prealign-mode post --prealign-table T --prealign-iters 500
+T2 On-the-fly alignment    ``--prealign-mode on-the-fly --alignment-table T --data-path 99 EN 1 TGT``
+T2 Post alignment          ``--prealign-mode post --alignment-table T --prealign-iters 500
                            --prealign-lm-weight 1 --data-path 99 EN 1 TGT``
 T3 #1 Joint                ``--prealign-mode none --data-path 99 EN 1 TGT``
 T3 #2 Joint + CS           ``--prealign-mode none --data-path 99 EN_CS 1 TGT``
-T3 #3 Joint + Init         ``--prealign-mode init --prealign-table T --prealign-iters 500
+T3 #3 Joint + Init         ``--prealign-mode init --alignment-table T --prealign-iters 500
                            --data-path 99 EN 1 TGT``
 T3 #4 PreAlign (all)       as T1 PreAlign
 T4 Original CS             as T1 PreAlign with ``--data-path 99 EN_VCS 1 TGT``
 T4 Input-only CS           as T1 PreAlign
-T5 top-k% words            as T1 PreAlign with ``--prealign-table`` built from the top k% words
+T5 top-k% words            as T1 PreAlign with ``--alignment-table`` built from the top k% words
                            (and ``EN_CS`` codeswitched with the same table)
 En-Clone upper bound       ``--en-clone --clone-perfect-init --prealign-mode none
                            --data-path 99 EN_CS 1 TGT`` (perfect alignment instead of the stage)
@@ -91,8 +91,8 @@ from typing import List, Optional
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse flags, check inputs, initialise parallelism and train. Returns the exit status."""
-    from megatron_prealign.tokenizer import build_tokenizer_from_args
-    from megatron_prealign.training.arguments import (
+    from megatron_prealign.cli.tokenizer import build_tokenizer_from_args
+    from megatron_prealign.cli.pretrain import (
         build_parser,
         config_from_args,
         noop_notices,
@@ -142,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     micro_batch_size=cfg.training.micro_batch_size,
                     seq_length=cfg.data.seq_length,
                     seed=cfg.training.seed,
-                    levels=cfg.prealign.levels,
+                    levels=cfg.prealign.loss.levels,
                     data_parallel_rank=parallel_state.get_data_parallel_rank(),
                     data_parallel_size=parallel_state.get_data_parallel_world_size(),
                 )

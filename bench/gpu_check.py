@@ -82,7 +82,7 @@ def arm_command(arm: str, a: argparse.Namespace, data: Tuple[str, str, str], sav
     if arm == "joint":
         cmd += ["--prealign-mode", "none"]
     else:
-        cmd += ["--prealign-mode", "init", "--prealign-table", table, "--prealign-iters", str(a.prealign_iters),
+        cmd += ["--prealign-mode", "init", "--alignment-table", table, "--prealign-iters", str(a.prealign_iters),
                 "--prealign-words-per-batch", str(a.words)]
     return cmd
 
@@ -197,7 +197,7 @@ def main() -> int:
     p.add_argument("--arm-timeout", type=float, default=180)
     p.add_argument("--workdir", default=None)
     a = p.parse_args()
-    from megatron_prealign.training.arguments import padded_vocab_size
+    from megatron_prealign.cli.pretrain import padded_vocab_size
 
     a.vocab_padded = padded_vocab_size(a.vocab + 1, 128, 1)  # NullTokenizer: vocab + EOD
     fpt = flops_per_token(a.layers, a.hidden, a.seq, a.vocab_padded)
@@ -208,7 +208,7 @@ def main() -> int:
     data = write_data(work, a.vocab, a.words * 2)
     cmds = {arm: arm_command(arm, a, data, os.path.join(work, arm)) for arm in ("joint", "prealign")}
     print(f"data and command lines ready in {work}")
-    from megatron_prealign.training.arguments import build_parser, validate_args
+    from megatron_prealign.cli.pretrain import build_parser, validate_args
 
     for arm, cmd in cmds.items():  # the flags must pass our validation before any GPU time is spent
         script = cmd.index(os.path.join(REPO, "pretrain_prealign.py"))

@@ -319,9 +319,9 @@ prep_en_cs() {
     prep_clone_table "$pct"
     tokenizer_flags
     pa_step "$out.idx" "$PYTHON" "$PREALIGN_REPO/tools/codeswitch_dataset.py" \
-        --input-prefix "$EN" --output-prefix "$out" --prealign-table "$(clone_table "$pct")" \
+        --input-prefix "$EN" --output-prefix "$out" --alignment-table "$(clone_table "$pct")" \
         --codeswitch-ratio "$CODESWITCH_RATIO" --codeswitch-mode "$mode" --seed "$CODESWITCH_SEED" \
-        --workers "$WORKERS" "${TOKENIZER_FLAGS[@]}" --en-clone
+        --threads "$WORKERS" "${TOKENIZER_FLAGS[@]}" --en-clone
 }
 
 # CLKA: synthetic English knowledge blended into pretraining, tested in English and En-Clone.
@@ -489,9 +489,9 @@ prep_real() {
 prep_real_cs() {
     tokenizer_flags
     pa_step "$EN_CS.idx" "$PYTHON" "$PREALIGN_REPO/tools/codeswitch_dataset.py" \
-        --input-prefix "$EN" --output-prefix "$EN_CS" --prealign-table "$TABLE" \
+        --input-prefix "$EN" --output-prefix "$EN_CS" --alignment-table "$TABLE" \
         --codeswitch-ratio "$CODESWITCH_RATIO" --codeswitch-mode input-only --seed "$CODESWITCH_SEED" \
-        --workers "$WORKERS" "${TOKENIZER_FLAGS[@]}"
+        --threads "$WORKERS" "${TOKENIZER_FLAGS[@]}"
 }
 
 # The target-language part of the Table 6 blend (100M tokens each) + the CLKA knowledge.

@@ -417,7 +417,7 @@ def test_cli_end_to_end(tmp_path, mcore):
         sys.executable, os.path.join(REPO, "tools", "codeswitch_dataset.py"),
         "--input-prefix", str(tmp_path / "in"), "--output-prefix", str(tmp_path / "out"),
         "--prealign-table", str(tmp_path / "table.jsonl"), "--codeswitch-ratio", "0.3",
-        "--codeswitch-languages", "zh", "--seed", "3", "--workers", "2",
+        "--codeswitch-languages", "zh", "--seed", "3", "--threads", "2",
         "--tokenizer-type", "NullTokenizer", "--vocab-size", "100",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -429,11 +429,11 @@ def test_cli_end_to_end(tmp_path, mcore):
         np.testing.assert_array_equal(text[i].astype(np.int32), cs.apply(np.array(doc, np.int32), i)[0])
     r = subprocess.run(cmd[:-1] + ["50"], capture_output=True, text=True, timeout=120)  # other vocab
     assert r.returncode != 0
-    assert "--prealign-table" in r.stderr.strip().splitlines()[-1]
+    assert "--alignment-table" in r.stderr.strip().splitlines()[-1]
     bad = cmd[:cmd.index("--codeswitch-languages") + 1] + ["fr"] + cmd[cmd.index("--codeswitch-languages") + 2 :]
     r = subprocess.run(bad, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
-    assert "--codeswitch-languages: fr not in --prealign-table" in r.stderr.strip().splitlines()[-1]
+    assert "--codeswitch-languages: fr not in --alignment-table" in r.stderr.strip().splitlines()[-1]
 
 
 def test_dataset_uint16_input_with_wider_translation_ids_writes_int32(tmp_path, mcore):

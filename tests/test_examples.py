@@ -1,7 +1,7 @@
 """The paper recipes in examples/: syntax, dry runs accepted by the real parsers, SLURM launch, README.
 
 Every recipe is run with DRY_RUN=1 (bash only: no GPU, data or SLURM); the printed
-pretrain_prealign.py flags go through ``training.arguments`` (parser + validation with the
+pretrain_prealign.py flags go through ``cli.pretrain`` (parser + validation with the
 world size the launch implies) and every printed ``tools/*.py`` command through that tool's own
 argument parser (parsed only: ``parse_args`` is intercepted before the tool does any work).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from megatron_prealign.training.arguments import build_parser, validate_args
+from megatron_prealign.cli.pretrain import build_parser, validate_args
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -197,7 +197,7 @@ def test_blended_with_unmasked_dataset(tmp_path, single_process_parallel_state):
     plain, pdocs, _ = make_corpus(tmp_path, "de", 50, seed=4, with_mask=False)
     cfg = masked_gpt_dataset_config(
         TinyTokenizer(), seq_length=16, seed=1234,
-        data_path=["0.6", masked, "0.4", plain], split="1,0,0",
+        blend=([masked, plain], [0.6, 0.4]), split="1,0,0",
         data_cache_path=str(tmp_path / "cache"),
     )
     train, valid, test = build_train_valid_test_datasets(cfg, [200, 0, 0])
@@ -248,7 +248,7 @@ def test_corrupt_text_idx_is_a_one_line_error_through_the_builder(tmp_path):
     with open(prefix + ".idx", "r+b") as f:
         f.truncate(60)
     cfg = masked_gpt_dataset_config(
-        TinyTokenizer(), seq_length=16, seed=1, data_path=[prefix], split="1,0,0",
+        TinyTokenizer(), seq_length=16, seed=1, blend=([prefix], None), split="1,0,0",
         data_cache_path=str(tmp_path / "cache"),
     )
     with pytest.raises(IndexedDatasetError) as err:

@@ -60,7 +60,7 @@ def test_make_en_clone_refuses_to_overwrite_its_input(tmp_path, spelling):
     r = subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_en_clone.py"), "--input", prefix,
                         "--output-prefix", out, "--tokenizer-type", "NullTokenizer", "--vocab-size", "10"],
                        capture_output=True, text=True, env=ENV, timeout=120)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"make_en_clone.py: error: --output-prefix {out} would overwrite the input dataset {prefix}"
     assert tree_digest(tmp_path) == before
 
@@ -182,7 +182,7 @@ class _Tok:
 def _build_train(prefix, tmp_path):
     from megatron_prealign.data.masked_gpt_dataset import build_train_valid_test_datasets, masked_gpt_dataset_config
 
-    cfg = masked_gpt_dataset_config(_Tok(), seq_length=4, seed=1, data_path=[prefix], split="1,0,0",
+    cfg = masked_gpt_dataset_config(_Tok(), seq_length=4, seed=1, blend=([prefix], None), split="1,0,0",
                                     data_cache_path=str(tmp_path / "cache"))
     return build_train_valid_test_datasets(cfg, [4, None, None], is_built_on_rank=lambda: True)[0]
 

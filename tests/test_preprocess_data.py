@@ -236,7 +236,7 @@ def test_codeswitch_hook_uses_output_document_index(tmp_path, bpe_dir):
     # the pair is what MaskedGPTDataset reads: it accepts it and drops the substituted labels
     from megatron_prealign.data.masked_gpt_dataset import build_train_valid_test_datasets, masked_gpt_dataset_config
 
-    cfg = masked_gpt_dataset_config(tok, seq_length=32, seed=1, data_path=[prefix], split="1,0,0",
+    cfg = masked_gpt_dataset_config(tok, seq_length=32, seed=1, blend=([prefix], None), split="1,0,0",
                                     data_cache_path=str(tmp_path / "cache"))
     train = build_train_valid_test_datasets(cfg, [20, 0, 0])[0]
     assert train.mask_dataset is not None
@@ -397,15 +397,15 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
     src = write_jsonl(tmp_path / "c.jsonl", ["1 2"])
     base = ["--output-prefix", str(tmp_path / "o" / "x"), "--tokenizer-type", "NullTokenizer", "--vocab-size", "10"]
     rc, line = cli_error(capsys, ["--input", str(tmp_path / "nope.jsonl")] + base)
-    assert rc == 1 and line == f"preprocess_data.py: error: --input: no such file: {tmp_path / 'nope.jsonl'}"
+    assert rc == 2 and line == f"preprocess_data.py: error: --input: no such file: {tmp_path / 'nope.jsonl'}"
     rc, line = cli_error(capsys, ["--input", src, "--json-keys", "content"] + base)
-    assert rc == 1 and line.startswith(f"preprocess_data.py: error: {src}:1: key 'content' (--json-keys) not in the record")
+    assert rc == 2 and line.startswith(f"preprocess_data.py: error: {src}:1: key 'content' (--json-keys) not in the record")
     pq.write_table(pa.table({"text": ["1"]}), str(tmp_path / "p.parquet"))
     rc, line = cli_error(capsys, ["--input", str(tmp_path / "p.parquet"), "--json-keys", "content"] + base)
-    assert rc == 1 and "--json-keys: column 'content' not in" in line
+    assert rc == 2 and "--json-keys: column 'content' not in" in line
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--input", src, "--codeswitch"] + base)
-    assert exit_.value.code == 2 and "--codeswitch needs --prealign-table" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "--codeswitch needs --alignment-table" in capsys.readouterr().err
     assert files_in(tmp_path / "o") == []
 
 
@@ -471,5 +471,5 @@ def test_cli_codeswitch_equals_codeswitching_the_binarized_corpus(tmp_path, caps
     other = base[:]
     other[other.index("100")] = "120"
     rc = cli.main(other + cs + ["--output-prefix", str(tmp_path / "bad")])
-    assert rc == 1 and "was built for another tokenizer" in capsys.readouterr().err
+    assert rc == 2 and "was built for another tokenizer" in capsys.readouterr().err
     assert not list(tmp_path.glob("bad*"))

@@ -1,16 +1,11 @@
-"""Tests for megatron_prealign/tokenizer/arguments.py (Megatron flag names for every tool)."""
+"""Tests for megatron_prealign/cli/tokenizer.py (Megatron flag names for every tool)."""
 
 import argparse
 
 import pytest
 
-from megatron_prealign.tokenizer import (
-    EnCloneTokenizer,
-    GPT2BPETokenizer,
-    add_tokenizer_args,
-    build_tokenizer_from_args,
-    train_byte_level_bpe,
-)
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.tokenizer import EnCloneTokenizer, GPT2BPETokenizer, train_byte_level_bpe
 
 
 @pytest.fixture(scope="module")

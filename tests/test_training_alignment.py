@@ -43,7 +43,7 @@ def test_ids_outside_vocabulary_name_the_flag(tmp_path, tok):
     from training_helpers import write_table
 
     write_table(str(tmp_path / "bad.jsonl"), tok, 10, offset=995)  # ids up to 1004 >= 1001
-    with pytest.raises(ValueError, match=r"--prealign-table: .*bad.jsonl.*id 1001") as err:
+    with pytest.raises(ValueError, match=r"--alignment-table: .*bad.jsonl.*id 1001") as err:
         _build(tmp_path / "bad.jsonl", tok)
     assert "\n" not in str(err.value)
 
@@ -53,7 +53,7 @@ def test_table_of_another_tokenizer_is_rejected(tmp_path, tok):
 
     other = build_tokenizer("NullTokenizer", vocab_size=2000)
     write_table(str(tmp_path / "other.jsonl"), other, 10, offset=500)
-    with pytest.raises(ValueError, match="--prealign-table"):
+    with pytest.raises(ValueError, match="--alignment-table"):
         _build(tmp_path / "other.jsonl", tok)
 
 
@@ -62,5 +62,5 @@ def test_microbatch_without_positive_pair_fails_at_startup(tmp_path, tok):
 
     write_table(str(tmp_path / "long.jsonl"), tok, 10, offset=500, word_len=3)
     _build(tmp_path / "long.jsonl", tok, words=2, mbs=1, seq=3)  # one word per row: 3 tokens fit
-    with pytest.raises(ValueError, match="--prealign-table .*positive pair"):  # words longer than --seq-length
+    with pytest.raises(ValueError, match="--alignment-table .*positive pair"):  # words longer than --seq-length
         _build(tmp_path / "long.jsonl", tok, words=2, mbs=1, seq=2)

@@ -6,14 +6,14 @@ import shlex
 
 import pytest
 
-from megatron_prealign.training.arguments import (
+from megatron_prealign.cli.pretrain import (
     build_parser,
     config_from_args,
     padded_vocab_size,
     parse_blend,
-    parse_levels,
     validate_args,
 )
+from megatron_prealign.model.prealign import parse_levels
 
 MODEL = ("--num-layers 2 --hidden-size 64 --num-attention-heads 4 --seq-length 32 --micro-batch-size 2 "
          "--train-iters 100 --lr 3e-4 --tokenizer-type NullTokenizer --vocab-size 1000 ")
@@ -79,7 +79,7 @@ def test_megatron_flags_convert_to_typed_config():
     assert cfg.data.blend == (["d"], None) and cfg.data.split == "98,1,1"
     assert cfg.checkpoint.save == "s" and cfg.checkpoint.save_interval == 10
     p = cfg.prealign
-    assert (p.mode, p.table, p.iters, p.temperature, p.levels, p.lm_weight, p.words_per_batch) == (
+    assert (p.mode, p.table, p.iters, p.loss.temperature, p.loss.levels, p.loss.lm_weight, p.words_per_batch) == (
         "init", "t.jsonl", 5, 0.2, [0, 1], 0.5, 16)
     assert cfg.logging.tensorboard_dir == "tb"
     assert cfg.to_dict()["prealign"]["mode"] == "init"
@@ -88,6 +88,9 @@ def test_megatron_flags_convert_to_typed_config():
 def test_global_batch_defaults_to_micro_times_dp():
     args = parse("--prealign-mode none --tensor-model-parallel-size 2", world_size=8)
     assert args.global_batch_size == 2 * 4
+
+
+PRE = "--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 "
 
 
 @pytest.mark.parametrize("extra, world, message", [
@@ -104,6 +107,10 @@ def test_global_batch_defaults_to_micro_times_dp():
     ("--prealign-mode on-the-fly --prealign-table t --prealign-words-per-batch 1", 1, "at least 2 words"),
     ("--prealign-mode on-the-fly --prealign-table t --prealign-temperature 0", 1, "--prealign-temperature"),
     ("--prealign-mode none --save-interval 10", 1, "--save"),
+    (PRE + "--prealign-lr-warmup-iters 5", 1, "--prealign-lr-warmup-iters"),
+    (PRE + "--prealign-lr 0", 1, "--prealign-lr"),
+    (PRE + "--prealign-min-lr 1", 1, "--prealign-min-lr"),
+    (PRE + "--prealign-weight -1", 1, "--prealign-weight"),
 ])
 def test_bad_flag_combinations_name_the_flag(extra, world, message):
     with pytest.raises(ValueError, match=message):
@@ -147,7 +154,7 @@ def test_bad_data_flags_name_the_flag(extra, message):
 
 
 def test_parse_args_reports_data_flag_errors_on_one_line(capsys):
-    from megatron_prealign.training.arguments import parse_args
+    from megatron_prealign.cli.pretrain import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(shlex.split(MODEL + "--prealign-mode none --data-path d --train-data-path t"))
@@ -186,24 +193,14 @@ def test_prealign_schedule_and_weighting_flags():
     pre = "--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 "
     cfg = config_from_args(parse(pre), vocab_size=1000).prealign
     # defaults: the paper's stage boundary, its Eq. 3 sum over levels, weight 1
-    assert (cfg.schedule, cfg.level_reduction, cfg.align_weight, cfg.lm_weight) == ("separate", "sum", 1.0, 1.0)
+    assert (cfg.schedule, cfg.loss.level_reduction, cfg.loss.align_weight, cfg.loss.lm_weight) == (
+        "separate", "sum", 1.0, 1.0)
     assert (cfg.lr, cfg.min_lr, cfg.lr_warmup_iters, cfg.lr_decay_style) == (None, None, None, None)
     cfg = config_from_args(parse(pre + "--prealign-schedule shared --prealign-weight 0.1 "
                                  "--prealign-level-reduction mean --prealign-lr 1e-3 --prealign-min-lr 1e-5 "
                                  "--prealign-lr-warmup-iters 2 --prealign-lr-decay-style linear"),
                            vocab_size=1000).prealign
-    assert (cfg.schedule, cfg.level_reduction, cfg.align_weight) == ("shared", "mean", 0.1)
+    assert (cfg.schedule, cfg.loss.level_reduction, cfg.loss.align_weight) == ("shared", "mean", 0.1)
     assert (cfg.lr, cfg.min_lr, cfg.lr_warmup_iters, cfg.lr_decay_style) == (1e-3, 1e-5, 2, "linear")
     # the old name stays an alias
     assert parse(pre + "--prealign-align-weight 0.3").prealign_align_weight == 0.3
-
-
-@pytest.mark.parametrize("extra,message", [
-    ("--prealign-lr-warmup-iters 5", "--prealign-lr-warmup-iters"),
-    ("--prealign-lr 0", "--prealign-lr"),
-    ("--prealign-min-lr 1", "--prealign-min-lr"),
-    ("--prealign-weight -1", "--prealign-weight"),
-])
-def test_bad_prealign_schedule_flags_name_the_flag(extra, message):
-    with pytest.raises(ValueError, match=message):
-        parse("--prealign-mode init --prealign-table t.jsonl --prealign-iters 5 " + extra)

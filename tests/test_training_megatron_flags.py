@@ -11,7 +11,7 @@ import shlex
 
 import pytest
 
-from megatron_prealign.training.arguments import (
+from megatron_prealign.cli.pretrain import (
     NOOP_FLAGS,
     build_parser,
     config_from_args,

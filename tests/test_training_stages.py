@@ -1,11 +1,12 @@
 """The stage schedule of --prealign-mode (paper Tables 1-3)."""
 
+from megatron_prealign.model.prealign import PreAlignLossConfig
 from megatron_prealign.training.config import PreAlignConfig
 from megatron_prealign.training.stages import stage_at
 
 
 def schedule(mode, iters=0, n=6, lm_weight=0.5):
-    cfg = PreAlignConfig(mode=mode, table="t", iters=iters, lm_weight=lm_weight)
+    cfg = PreAlignConfig(mode=mode, table="t", iters=iters, loss=PreAlignLossConfig(lm_weight=lm_weight))
     return [(s.name, s.lm_weight, s.align_weight) for s in (stage_at(i, n, cfg) for i in range(n))]
 
 
@@ -26,7 +27,7 @@ def test_none_is_joint_training():
 
 
 def test_alignment_only_stage_without_lm():
-    s = stage_at(0, 6, PreAlignConfig(mode="init", table="t", iters=1, lm_weight=0.0))
+    s = stage_at(0, 6, PreAlignConfig(mode="init", table="t", iters=1, loss=PreAlignLossConfig(lm_weight=0.0)))
     assert s.has_align and not s.has_lm
 
 

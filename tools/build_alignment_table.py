@@ -30,10 +30,9 @@ Examples::
 
 import argparse
 import itertools
-import json
-import os
 import sys
 import time
+from typing import List
 
 from megatron_prealign.alignment.build import (
     AlignmentBuildConfig,
@@ -51,7 +50,9 @@ from megatron_prealign.alignment.words import (
     save_word_counts,
     select_words,
 )
-from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.cli.tool import tool_main
+from megatron_prealign.platform.files import write_json_atomic
 from megatron_prealign.tokenizer.train import iter_text_files
 
 
@@ -100,36 +101,34 @@ def get_args(argv=None):
     return p, args
 
 
-def main(argv=None):
+@tool_main("build_alignment_table.py")
+def main(argv: List[str]) -> int:
     parser, args = get_args(argv)
     start = time.time()
     tokenizer = build_tokenizer_from_args(args, parser)
-    try:
-        dictionaries = {}
-        for spec in args.dictionary:
-            lang, path = parse_dictionary_spec(spec)
-            dictionaries.setdefault(lang, []).append(
-                read_dictionary(path, lang, args.dictionary_format, strict=args.strict)
-            )
-        if args.word_counts:
-            counts = load_word_counts(args.word_counts)
-        else:
-            counts = count_words(
-                iter_text_files(args.input, args.json_keys),
-                WordCountConfig(workers=args.workers, max_documents=args.max_documents,
-                                log_interval=args.log_interval),
-            )
-        if args.save_word_counts:
-            save_word_counts(counts, args.save_word_counts)
-        words = select_words(counts, args.min_count, args.top_fraction)
-        if not words:
-            source = args.word_counts or " ".join(args.input)
-            raise ValueError(
-                f"{source}: no word reaches --min-count {args.min_count} "
-                f"({len(counts)} distinct words, the most frequent seen {max(counts.values(), default=0)} times)"
-            )
-    except (OSError, ValueError) as e:
-        sys.exit(f"build_alignment_table.py: error: {e}")
+    dictionaries = {}
+    for spec in args.dictionary:
+        lang, path = parse_dictionary_spec(spec)
+        dictionaries.setdefault(lang, []).append(
+            read_dictionary(path, lang, args.dictionary_format, strict=args.strict)
+        )
+    if args.word_counts:
+        counts = load_word_counts(args.word_counts)
+    else:
+        counts = count_words(
+            iter_text_files(args.input, args.json_keys),
+            WordCountConfig(workers=args.workers, max_documents=args.max_documents,
+                            log_interval=args.log_interval),
+        )
+    if args.save_word_counts:
+        save_word_counts(counts, args.save_word_counts)
+    words = select_words(counts, args.min_count, args.top_fraction)
+    if not words:
+        source = args.word_counts or " ".join(args.input)
+        raise ValueError(
+            f"{source}: no word reaches --min-count {args.min_count} "
+            f"({len(counts)} distinct words, the most frequent seen {max(counts.values(), default=0)} times)"
+        )
 
     meta = {
         "inputs": args.input, "word_counts": args.word_counts, "json_keys": args.json_keys,
@@ -155,33 +154,22 @@ def main(argv=None):
             case_fallback=args.case_fallback, keep_identical=args.keep_identical,
             keep_untranslated=args.keep_untranslated, max_translations=args.max_translations,
         )
-        try:
-            table, report = build_alignment_table(
-                words, dictionaries, tokenizer, cfg, words_counted=len(counts), total_occurrences=total,
-                meta=meta, counts=counts,
-            )
-        except ValueError as e:
-            sys.exit(f"build_alignment_table.py: error: {e}")
+        table, report = build_alignment_table(
+            words, dictionaries, tokenizer, cfg, words_counted=len(counts), total_occurrences=total,
+            meta=meta, counts=counts,
+        )
     if args.input and args.coverage_documents > 0:
         docs = itertools.islice(iter_text_files(args.input, args.json_keys), args.coverage_documents)
         report["reach"] = measure_reach(table, tokenizer, docs)
         table.meta.setdefault("coverage", {})["reach"] = report["reach"]
     report_path = args.coverage_report or args.output + ".coverage.json"
-    tmp = f"{report_path}.tmp-{os.getpid()}"
-    try:
-        table.save(args.output)
-        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
-        os.replace(tmp, report_path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        sys.exit(f"build_alignment_table.py: error: {e}")
+    table.save(args.output)
+    write_json_atomic(report_path, report)
     print(format_coverage(report))
     print(f"[build_alignment_table] {len(table)} entries -> {args.output} (report {report_path}), "
           f"{time.time() - start:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,17 +26,18 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.evaluation import eval_parser
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+@tool_main("eval_clka.py")
+def main(argv: List[str]) -> int:
+    p = eval_parser(__doc__)
     p.add_argument("--test-dir", required=True, help="--output-dir of tools/make_clka.py (reads test/{lang}.jsonl).")
     p.add_argument("--languages", default=None, help="Comma-separated (default: every test file, plus en_clone for En-Clone tokenizers).")
     p.add_argument("--period", type=int, default=None, help="Only items of this injection period.")
@@ -51,7 +52,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from megatron_prealign.eval import clka
-    from megatron_prealign.eval.loading import checkpoint_record, load_from_args
+    from megatron_prealign.cli.evaluation import load_from_args
+    from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
     from megatron_prealign.eval.scoring import score_sequences
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
             familiarity_text = clka.read_familiarity_text(args.familiarity_text)
         except (OSError, ValueError) as exc:
             p.error(str(exc))
-    model, cfg, meta, tok = load_from_args(args, p)
+    model, cfg, meta, tok = load_from_args(args)
     is_clone = hasattr(tok, "tokenize_clone")
     if args.languages:
         languages = [x.strip().replace("-", "_") for x in args.languages.split(",") if x.strip()]

@@ -17,16 +17,17 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
+from typing import List
+
+from megatron_prealign.cli.evaluation import eval_parser
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+@tool_main("eval_mixed_script.py")
+def main(argv: List[str]) -> int:
+    p = eval_parser(__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompts", help="Prompt file (text lines or JSONL).")
     src.add_argument("--prompt-data", help="English Megatron dataset prefix; prompts = document prefixes.")
@@ -45,7 +46,8 @@ def main(argv=None) -> int:
     import torch
 
     from megatron_prealign.eval import mixed_script as ms
-    from megatron_prealign.eval.loading import checkpoint_record, load_from_args
+    from megatron_prealign.cli.evaluation import load_alignment_table, load_from_args
+    from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
     from megatron_prealign.eval.scoring import generate
@@ -56,15 +58,9 @@ def main(argv=None) -> int:
             prompts_text = ms.read_prompts(args.prompts)[: args.num_prompts]
         except (OSError, ValueError) as exc:
             p.error(str(exc))
-    german = None
-    if args.alignment_table:
-        from megatron_prealign.alignment import AlignmentTable
-
-        try:
-            german = ms.german_only_words(AlignmentTable.load(args.alignment_table))
-        except (OSError, ValueError) as exc:
-            p.error(f"--alignment-table: {exc}")
-    model, cfg, meta, tok = load_from_args(args, p)
+    table = load_alignment_table(args.alignment_table)
+    german = ms.german_only_words(table) if table is not None else None
+    model, cfg, meta, tok = load_from_args(args)
     is_clone = hasattr(tok, "tokenize_clone")
     languages = ([x.strip().replace("-", "_") for x in args.languages.split(",") if x.strip()] if args.languages
                  else (["en_clone"] if is_clone else ["zh", "ru", "ar", "de"]))

@@ -19,17 +19,18 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.evaluation import eval_parser
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+@tool_main("eval_perplexity.py")
+def main(argv: List[str]) -> int:
+    p = eval_parser(__doc__)
     p.add_argument("--data-path", action="append", required=True, metavar="LANG=PREFIX",
                    help="Held-out Megatron dataset prefix per language (repeatable).")
     p.add_argument("--seq-length", type=int, default=None, help="Window length (default: the model's max sequence length).")
@@ -51,27 +52,15 @@ def main(argv=None) -> int:
         datasets.append((lang, prefix))
 
     from megatron_prealign.eval import perplexity as ppl
-    from megatron_prealign.eval.loading import checkpoint_record, load_from_args
+    from megatron_prealign.cli.evaluation import check_alignment_table, load_alignment_table, load_from_args
+    from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
 
-    table = None
-    if args.alignment_table:
-        from megatron_prealign.alignment import AlignmentTable
-
-        try:
-            table = AlignmentTable.load(args.alignment_table)
-        except (OSError, ValueError) as exc:
-            p.error(f"--alignment-table: {exc}")
-    model, cfg, meta, tok = load_from_args(args, p)
+    table = load_alignment_table(args.alignment_table)
+    model, cfg, meta, tok = load_from_args(args)
     if table is not None:
-        from megatron_prealign.tokenizer import check_table_tokenizer
-
-        try:
-            check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
-            table.validate(tok.vocab_size)
-        except ValueError as exc:
-            p.error(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}")
+        check_alignment_table(table, tok, args.alignment_table)
     for lang, prefix in datasets:
         # a truncated/corrupt .idx or .bin, or ids the tokenizer cannot produce (another
         # tokenizer's data; beyond the model's vocabulary they would crash the lookup)

@@ -19,15 +19,16 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import List
+
+from megatron_prealign.cli.evaluation import eval_parser
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+@tool_main("eval_similarity.py")
+def main(argv: List[str]) -> int:
+    p = eval_parser(__doc__)
     p.add_argument("--iterations", default=None, help="'all' or comma-separated iterations (default: --iteration / latest).")
     p.add_argument("--alignment-table", required=True, help="AlignmentTable JSONL.")
     p.add_argument("--languages", default=None, help="Target languages of the table to use (default: all).")
@@ -40,17 +41,13 @@ def main(argv=None) -> int:
     p.add_argument("--plot", default=None, help="PNG of similarity per level vs iteration.")
     args = p.parse_args(argv)
 
-    from megatron_prealign.alignment import AlignmentTable
     from megatron_prealign.eval import similarity as sim
-    from megatron_prealign.eval.loading import checkpoint_record, load_from_args
+    from megatron_prealign.cli.evaluation import check_alignment_table, load_alignment_table, load_from_args
+    from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
-    from megatron_prealign.tokenizer import check_table_tokenizer
 
-    try:
-        table = AlignmentTable.load(args.alignment_table)
-    except (OSError, ValueError) as exc:
-        p.error(f"--alignment-table: {exc}")
+    table = load_alignment_table(args.alignment_table)
     if args.iterations == "all":
         try:
             iterations = sim.list_iterations(args.load)
@@ -67,12 +64,8 @@ def main(argv=None) -> int:
     meta = None
     for it in iterations:
         args.iteration = it
-        model, cfg, meta, tok = load_from_args(args, p)
-        try:
-            check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
-            table.validate(tok.vocab_size)
-        except ValueError as exc:
-            p.error(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}")
+        model, cfg, meta, tok = load_from_args(args)
+        check_alignment_table(table, tok, args.alignment_table)
         values = sim.mean_aligned_similarity(model, table, cfg_sim, pad_id=tok.eod, language_ids=sim.clone_language_ids(tok))
         points.append({"iteration": meta.get("iteration", it), "similarity": values})
         del model

@@ -27,16 +27,17 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
+from typing import List
+
+from megatron_prealign.cli.evaluation import eval_parser
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+@tool_main("eval_xnli.py")
+def main(argv: List[str]) -> int:
+    p = eval_parser(__doc__)
     p.add_argument("--train-file", required=True, help="English NLI training data.")
     p.add_argument("--dev-file", default=None, help="English dev data for model selection (XNLI TSV: its 'en' rows).")
     p.add_argument("--test-file", required=True, help="XNLI test TSV (all languages) or a single-language file.")
@@ -60,7 +61,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from megatron_prealign.eval import xnli
-    from megatron_prealign.eval.loading import checkpoint_record, load_from_args
+    from megatron_prealign.cli.evaluation import load_from_args
+    from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.nli_formats import NLIFormatError, read_nli
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
         value = getattr(args, flag)
         if value is not None and not 0.0 <= value < 1.0:
             p.error(f"--{flag.replace('_', '-')} {value}: expected a probability in [0, 1)")
-    model, cfg, meta, tok = load_from_args(args, p, for_training=True)
+    model, cfg, meta, tok = load_from_args(args, for_training=True)
     if getattr(cfg, "bf16", False):
         print("warning: the checkpoint keeps bf16 parameters; fine-tuning updates them in bf16 with torch AdamW "
               "(no fp32 master weights) — expect slightly lower accuracy than an fp32 fine-tune")

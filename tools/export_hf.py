@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List, Optional
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,21 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+@tool_main("export_hf.py")
+def main(argv: List[str]) -> int:
     """Run the export; one-line error and exit status 2 on bad input."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from megatron_prealign.export import ExportError, HFExportConfig, export_hf
+    from megatron_prealign.export import HFExportConfig, export_hf
 
     cfg = HFExportConfig(load=args.load, output=args.output, iteration=args.iteration, dtype=args.dtype,
                          keep_padded_vocab=args.keep_padded_vocab, tokenizer=not args.no_tokenizer,
                          overwrite=args.overwrite)
-    try:
-        out = export_hf(cfg)
-    except ExportError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    print(out)
+    print(export_hf(cfg))
     return 0
 
 

@@ -41,10 +41,13 @@ import json
 import os
 import shutil
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 
 def parse_args(argv=None):
-    from megatron_prealign.tokenizer import add_tokenizer_args
+    from megatron_prealign.cli.tokenizer import add_tokenizer_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", required=True, help="Folder to create (must not exist unless --overwrite).")
@@ -110,11 +113,12 @@ def _name_pieces(args, parser, tokenizer):
     return pieces, piece_ids
 
 
-def main(argv=None) -> int:
+@tool_main("make_clka.py")
+def main(argv: List[str]) -> int:
     parser, args = parse_args(argv)
     from megatron_prealign.eval import clka
     from megatron_prealign.eval.results import write_json_atomic
-    from megatron_prealign.tokenizer import build_tokenizer_from_args
+    from megatron_prealign.cli.tokenizer import build_tokenizer_from_args
 
     try:
         frequencies = tuple(int(x) for x in args.frequencies.split(","))

@@ -21,8 +21,11 @@ The matching alignment table (every word -> its clone)::
 import argparse
 import sys
 import time
+from typing import List
 
-from megatron_prealign.tokenizer import EnCloneTokenizer, add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
+from megatron_prealign.cli.tool import tool_main
+from megatron_prealign.tokenizer import EnCloneTokenizer
 from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
 
 
@@ -35,7 +38,8 @@ def get_args(argv=None):
     return p, p.parse_args(argv)
 
 
-def main(argv=None):
+@tool_main("make_en_clone.py")
+def main(argv: List[str]) -> int:
     parser, args = get_args(argv)
     base = build_tokenizer_from_args(args, parser)
     tok = EnCloneTokenizer(base)
@@ -57,19 +61,14 @@ def main(argv=None):
                 file=sys.stderr, flush=True,
             )
 
-    try:
-        info = clone_indexed_dataset(args.input, args.output_prefix, tok, args.chunk_tokens, progress)
-    except (OSError, ValueError) as e:
-        sys.exit(f"make_en_clone.py: error: {e}")
-    except KeyboardInterrupt:
-        # the temporary files are already removed by clone_indexed_dataset
-        print("make_en_clone.py: interrupted; no output written", file=sys.stderr)
-        sys.exit(130)
+    # On an error or Ctrl-C clone_indexed_dataset has removed its temporary files.
+    info = clone_indexed_dataset(args.input, args.output_prefix, tok, args.chunk_tokens, progress)
     print(
         f"[make_en_clone] {info['documents']} documents, {info['tokens']} tokens, dtype {info['dtype']}, "
         f"En-Clone vocabulary {tok.vocab_size} -> {args.output_prefix}.bin/.idx ({info['seconds']:.1f} s)"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,16 +19,17 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.evaluation import eval_parser
+from megatron_prealign.cli.tool import tool_main
 
 
-def main(argv=None) -> int:
-    from megatron_prealign.eval.loading import add_checkpoint_args
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_checkpoint_args(p)
+@tool_main("oracle_realign.py")
+def main(argv: List[str]) -> int:
+    p = eval_parser(__doc__)
     p.add_argument("--save", required=True, help="Checkpoint root to write (must differ from --load).")
     p.add_argument("--alpha", type=float, default=1.0, help="0 = unchanged, 1 = full oracle (default).")
     p.add_argument("--alignment-table", default=None,
@@ -51,27 +52,17 @@ def main(argv=None) -> int:
     if os.path.exists(os.path.join(save_root, TRACKER_FILENAME)) and not args.overwrite:
         p.error(f"--save {args.save}: holds a checkpoint (use --overwrite)")
 
-    from megatron_prealign.eval.loading import load_from_args
+    from megatron_prealign.cli.evaluation import load_alignment_table, load_from_args
     from megatron_prealign.eval.oracle import OracleConfig, aligned_english_ids, oracle_realign
     from megatron_prealign.training.checkpointing import save_checkpoint
 
-    model, cfg, meta, tok = load_from_args(args, p)
+    model, cfg, meta, tok = load_from_args(args)
     v = getattr(tok, "base_vocab_size", None)
     if v is None:
         p.error("oracle_realign needs an En-Clone checkpoint (tokenizer with a base vocabulary; record or --en-clone)")
-    table = None
-    if args.alignment_table:
-        from megatron_prealign.alignment import AlignmentTable
-
-        try:
-            table = AlignmentTable.load(args.alignment_table)
-        except (OSError, ValueError) as exc:
-            p.error(f"--alignment-table: {exc}")
-    try:
-        ids = aligned_english_ids(v, tok.special_ids, table)
-        report = oracle_realign(model, OracleConfig(base_vocab_size=v, english_ids=ids, alpha=args.alpha))
-    except ValueError as exc:
-        p.error(str(exc))
+    table = load_alignment_table(args.alignment_table)
+    ids = aligned_english_ids(v, tok.special_ids, table)
+    report = oracle_realign(model, OracleConfig(base_vocab_size=v, english_ids=ids, alpha=args.alpha))
     iteration = int(meta.get("iteration", 0))
     new_meta = {k: val for k, val in meta.items() if k not in ("iteration", "train_state", "stage", "parallel")}
     new_meta["oracle_realign"] = {"source": os.path.abspath(args.load), "source_iteration": iteration, "alpha": args.alpha,

@@ -23,7 +23,7 @@ Commands::
     # English with input-only codeswitching into German and Chinese (PreAlign, 5%)
     python tools/preprocess_data.py --input 'culturax/en/*.parquet' --output-prefix data/en_cs \\
         --tokenizer-type HuggingFaceTokenizer --tokenizer-model tokenizer.json --append-eod --workers 16 \\
-        --codeswitch --prealign-table table.jsonl --codeswitch-ratio 0.05 \\
+        --codeswitch --alignment-table table.jsonl --codeswitch-ratio 0.05 \\
         --codeswitch-mode input-only --codeswitch-languages de,zh --seed 1234
     # -> data/en_cs_text_document.bin/.idx and data/en_cs_text_document_lossmask.bin/.idx
 
@@ -44,12 +44,13 @@ import logging
 import os
 import sys
 import warnings
+from typing import List
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.path.pardir)))
 
-from megatron_prealign.data.indexed import IndexedDatasetError  # noqa: E402
 from megatron_prealign.data.readers import FORMATS, TEXT_UNITS, InputError, ReaderConfig  # noqa: E402
-from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args  # noqa: E402
+from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args  # noqa: E402
+from megatron_prealign.cli.tool import tool_main  # noqa: E402
 
 PROG = "preprocess_data.py"
 
@@ -93,7 +94,7 @@ def get_args(argv=None) -> argparse.Namespace:
     group = parser.add_argument_group(title="codeswitching (PreAlign)")
     group.add_argument("--codeswitch", action="store_true",
                        help="Codeswitch while binarizing and write a {prefix}_lossmask dataset.")
-    group.add_argument("--prealign-table", type=str, default=None,
+    group.add_argument("--alignment-table", "--prealign-table", type=str, default=None,
                        help="Alignment table (JSONL) from tools/build_alignment_table.py.")
     group.add_argument("--codeswitch-ratio", type=float, default=0.05,
                        help="Probability that a word with a translation is replaced (paper: 0.05).")
@@ -117,10 +118,10 @@ def get_args(argv=None) -> argparse.Namespace:
         parser.error(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.max_tokens is not None and args.max_tokens < 1:
         parser.error(f"--max-tokens must be >= 1, got {args.max_tokens}")
-    if args.codeswitch and not args.prealign_table:
-        parser.error("--codeswitch needs --prealign-table")
-    if not args.codeswitch and args.prealign_table:
-        parser.error("--prealign-table is only used with --codeswitch")
+    if args.codeswitch and not args.alignment_table:
+        parser.error("--codeswitch needs --alignment-table")
+    if not args.codeswitch and args.alignment_table:
+        parser.error("--alignment-table is only used with --codeswitch")
     args._parser = parser
     return args
 
@@ -132,15 +133,12 @@ def build_codeswitcher(args: argparse.Namespace, tokenizer):
         from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher
     except ImportError as err:
         raise InputError(f"--codeswitch: the codeswitching modules are not available ({err})") from None
-    if not os.path.isfile(args.prealign_table):
-        raise InputError(f"--prealign-table: no such file: {args.prealign_table}")
+    if not os.path.isfile(args.alignment_table):
+        raise InputError(f"--alignment-table: no such file: {args.alignment_table}")
     from megatron_prealign.tokenizer import check_table_tokenizer
 
-    table = AlignmentTable.load(args.prealign_table)
-    try:
-        check_table_tokenizer(table.tokenizer, tokenizer, "--prealign-table", args.prealign_table)
-    except ValueError as err:
-        raise InputError(str(err)) from None
+    table = AlignmentTable.load(args.alignment_table)
+    check_table_tokenizer(table.tokenizer, tokenizer, "--alignment-table", args.alignment_table)
     table.validate(tokenizer.vocab_size)
     languages = None
     if args.codeswitch_languages:
@@ -160,8 +158,9 @@ def _tokenizer_from_args(args: argparse.Namespace):
     return build_tokenizer_from_args(args)
 
 
-def main(argv=None) -> int:
-    """Run the tool; returns the exit status (0 ok, 1 bad input, 130 interrupted)."""
+@tool_main("preprocess_data.py")
+def main(argv: List[str]) -> int:
+    """Run the tool; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     warnings.filterwarnings("ignore", message="Transformer Engine and Apex are not installed")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("megatron_prealign").setLevel(logging.INFO)
@@ -171,34 +170,27 @@ def main(argv=None) -> int:
     from megatron_prealign.data.preprocess_data import PreprocessConfig, preprocess
 
     tokenizer = build_tokenizer_from_args(args, parser)
-    try:
-        reader_config = ReaderConfig(
-            json_keys=tuple(args.json_keys), input_format=args.input_format, text_unit=args.text_unit
-        )
-        codeswitcher = build_codeswitcher(args, tokenizer) if args.codeswitch else None
-        config = PreprocessConfig(
-            output_prefix=args.output_prefix,
-            append_eod=args.append_eod,
-            workers=args.workers,
-            batch_size=args.chunk_size,
-            codeswitch_threads=args.codeswitch_threads,
-            max_tokens=args.max_tokens,
-            skip_malformed=args.skip_malformed,
-            log_interval=args.log_interval,
-        )
-        preprocess(
-            args.input,
-            functools.partial(_tokenizer_from_args, args),
-            config,
-            reader_config,
-            codeswitcher=codeswitcher,
-        )
-    except (InputError, IndexedDatasetError, ValueError, OSError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; no output written", file=sys.stderr)
-        return 130
+    reader_config = ReaderConfig(
+        json_keys=tuple(args.json_keys), input_format=args.input_format, text_unit=args.text_unit
+    )
+    codeswitcher = build_codeswitcher(args, tokenizer) if args.codeswitch else None
+    config = PreprocessConfig(
+        output_prefix=args.output_prefix,
+        append_eod=args.append_eod,
+        workers=args.workers,
+        batch_size=args.chunk_size,
+        codeswitch_threads=args.codeswitch_threads,
+        max_tokens=args.max_tokens,
+        skip_malformed=args.skip_malformed,
+        log_interval=args.log_interval,
+    )
+    preprocess(
+        args.input,
+        functools.partial(_tokenizer_from_args, args),
+        config,
+        reader_config,
+        codeswitcher=codeswitcher,
+    )
     return 0
 
 

@@ -19,10 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 import tempfile
 
 
-def main(argv=None) -> int:
+@tool_main("summarize_results.py")
+def main(argv: List[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="NAME=DIR", help="A run's result folder (repeatable, in row order).")
     p.add_argument("--layout", choices=["synthetic", "ablation", "real"], default="synthetic")

@@ -17,6 +17,9 @@ Example::
 import argparse
 import sys
 import time
+from typing import List
+
+from megatron_prealign.cli.tool import tool_main
 
 from megatron_prealign.tokenizer import build_tokenizer
 from megatron_prealign.tokenizer.train import iter_text_files, train_byte_level_bpe
@@ -42,7 +45,8 @@ def get_args(argv=None):
     return args
 
 
-def main(argv=None):
+@tool_main("train_tokenizer.py")
+def main(argv: List[str]) -> int:
     args = get_args(argv)
     start = time.time()
     n = 0
@@ -57,19 +61,17 @@ def main(argv=None):
                 print(f"[train_tokenizer] {n} documents read, {time.time() - start:.0f} s", file=sys.stderr, flush=True)
             yield d
 
-    try:
-        paths = train_byte_level_bpe(
-            docs(), args.output_dir, vocab_size=args.vocab_size,
-            min_frequency=args.min_frequency, add_pad=not args.no_pad_token,
-        )
-    except (OSError, ValueError) as e:
-        sys.exit(f"train_tokenizer.py: error: {e}")
+    paths = train_byte_level_bpe(
+        docs(), args.output_dir, vocab_size=args.vocab_size,
+        min_frequency=args.min_frequency, add_pad=not args.no_pad_token,
+    )
     tok = build_tokenizer("GPT2BPETokenizer", vocab_file=paths["vocab_file"], merge_file=paths["merge_file"])
     print(
         f"[train_tokenizer] {n} documents, vocabulary {tok.vocab_size} (eod {tok.eod}, pad {tok.pad}) "
         f"in {time.time() - start:.1f} s -> {args.output_dir}"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -13,7 +13,7 @@ prep_clone_target
 prep_en_cs input-only 100
 prep_fig4_clka "$PREALIGN_ITERS"
 ROW=(--en-clone --train-iters "$((LM_ITERS + PREALIGN_ITERS))"
-     --prealign-mode init --prealign-table "$(clone_table 100)" --prealign-iters "$PREALIGN_ITERS"
+     --prealign-mode init --alignment-table "$(clone_table 100)" --prealign-iters "$PREALIGN_ITERS"
      --prealign-temperature 0.1 --prealign-lm-weight 1.0 --prealign-levels all)
 BLEND=("$EN_WEIGHT" "$(en_cs input-only 100)" "$TARGET_WEIGHT" "$CLONE")
 train_fig4 "$RUN" "$PREALIGN_ITERS"

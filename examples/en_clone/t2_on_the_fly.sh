@@ -11,7 +11,7 @@ prep_clone_target
 prep_clone_table 100
 prep_clone_clka
 train "$RUN" --en-clone --train-iters "$LM_ITERS" \
-    --prealign-mode on-the-fly --prealign-table "$(clone_table 100)" --prealign-align-weight 1.0 \
+    --prealign-mode on-the-fly --alignment-table "$(clone_table 100)" --prealign-align-weight 1.0 \
     --prealign-temperature 0.1 --prealign-levels all \
     --train-data-path "$EN_WEIGHT" "$EN" "$TARGET_WEIGHT" "$CLONE" "$KNOWLEDGE_WEIGHT" "$KNOWLEDGE"
 eval_en_clone "$RUN" ppl xnli clka similarity

@@ -11,7 +11,7 @@ prep_clone_target
 prep_en_cs vanilla 100
 prep_clone_clka
 train "$RUN" --en-clone --train-iters "$((LM_ITERS + PREALIGN_ITERS))" \
-    --prealign-mode init --prealign-table "$(clone_table 100)" --prealign-iters "$PREALIGN_ITERS" \
+    --prealign-mode init --alignment-table "$(clone_table 100)" --prealign-iters "$PREALIGN_ITERS" \
     --prealign-temperature 0.1 --prealign-lm-weight 1.0 --prealign-levels all \
     --train-data-path "$EN_WEIGHT" "$(en_cs vanilla 100)" "$TARGET_WEIGHT" "$CLONE" "$KNOWLEDGE_WEIGHT" "$KNOWLEDGE"
 eval_en_clone "$RUN" ppl xnli clka mixed

@@ -12,7 +12,7 @@ prep_clone_target
 prep_en_cs input-only 50
 prep_clone_clka
 train "$RUN" --en-clone --train-iters "$((LM_ITERS + PREALIGN_ITERS))" \
-    --prealign-mode init --prealign-table "$(clone_table 50)" --prealign-iters "$PREALIGN_ITERS" \
+    --prealign-mode init --alignment-table "$(clone_table 50)" --prealign-iters "$PREALIGN_ITERS" \
     --prealign-temperature 0.1 --prealign-lm-weight 1.0 --prealign-levels all \
     --train-data-path "$EN_WEIGHT" "$(en_cs input-only 50)" "$TARGET_WEIGHT" "$CLONE" "$KNOWLEDGE_WEIGHT" "$KNOWLEDGE"
 EVAL_TABLE="$(clone_table 50)"

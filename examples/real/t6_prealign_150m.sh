@@ -11,7 +11,7 @@ prep_real
 prep_real_cs
 real_targets
 train "$RUN" --train-iters "$((LM_ITERS + PREALIGN_ITERS))" \
-    --prealign-mode init --prealign-table "$TABLE" --prealign-iters "$PREALIGN_ITERS" \
+    --prealign-mode init --alignment-table "$TABLE" --prealign-iters "$PREALIGN_ITERS" \
     --prealign-temperature 0.1 --prealign-lm-weight 1.0 --prealign-levels all \
     --train-data-path "$EN_WEIGHT" "$EN_CS" "${REAL_TARGETS[@]}"
 eval_real "$RUN"

@@ -18,8 +18,8 @@ text dataset without a ``_lossmask`` dataset next to it behaves exactly like ``G
 Usage (what ``pretrain_prealign.py`` does)::
 
     config = masked_gpt_dataset_config(tokenizer, seq_length=1024, seed=1234,
-                                       data_path=["70", "data/en_cs_text_document",
-                                                  "30", "data/de_text_document"],
+                                       blend=(["data/en_cs_text_document", "data/de_text_document"],
+                                              [70.0, 30.0]),
                                        split="969,30,1")
     train_ds, valid_ds, test_ds = build_train_valid_test_datasets(
         config, [train_samples, valid_samples, test_samples])
@@ -42,7 +42,7 @@ from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegat
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 from megatron.core.datasets.object_storage_utils import is_object_storage_path
-from megatron.core.datasets.utils import Split, get_blend_from_list
+from megatron.core.datasets.utils import Split
 
 from megatron_prealign.data.indexed import (
     LOSS_MASK_SUFFIX,
@@ -209,11 +209,9 @@ def masked_gpt_dataset_config(
     seq_length: int,
     seed: int,
     *,
-    data_path: Optional[Sequence[str]] = None,
+    blend: Optional[Tuple[List[str], Optional[List[float]]]] = None,
     split: Optional[str] = "969,30,1",
-    train_data_path: Optional[Sequence[str]] = None,
-    valid_data_path: Optional[Sequence[str]] = None,
-    test_data_path: Optional[Sequence[str]] = None,
+    blend_per_split: Optional[List[Optional[Tuple[List[str], Optional[List[float]]]]]] = None,
     data_cache_path: Optional[str] = None,
     reset_position_ids: bool = False,
     reset_attention_mask: bool = False,
@@ -230,11 +228,11 @@ def masked_gpt_dataset_config(
         tokenizer: the tokenizer (``vocab_size``, ``eod``, ``pad``, ``unique_identifiers``).
         seq_length: ``--seq-length``.
         seed: ``--seed`` (dataset shuffling).
-        data_path: ``--data-path`` in Megatron's list form: ``["p1", "p2"]`` or
-            ``["30", "p1", "70", "p2"]`` (weights then prefixes).
-        split: ``--split`` (used with ``data_path``).
-        train_data_path, valid_data_path, test_data_path: ``--train-data-path`` etc., instead
-            of ``data_path`` + ``split``.
+        blend: ``(prefixes, weights or None)``, megatron-core's form of ``--data-path``
+            (:class:`~megatron_prealign.training.config.DataConfig` holds it so).
+        split: ``--split`` (used with ``blend``).
+        blend_per_split: ``[train, valid, test]`` blends (``--train-data-path`` etc.), instead
+            of ``blend`` + ``split``.
         data_cache_path: ``--data-cache-path``.
         reset_position_ids, reset_attention_mask, eod_mask_loss, create_attention_mask:
             Megatron's flags of the same names (``create_attention_mask`` =
@@ -244,14 +242,8 @@ def masked_gpt_dataset_config(
         require_loss_mask: fail when a prefix has no ``_lossmask`` dataset.
         **extra: other ``GPTDatasetConfig`` fields.
     """
-    per_split = [train_data_path, valid_data_path, test_data_path]
-    if data_path is not None and any(p is not None for p in per_split):
+    if blend is not None and blend_per_split is not None:
         raise ValueError("--data-path and --train/valid/test-data-path are mutually exclusive")
-    blend = get_blend_from_list(list(data_path)) if data_path is not None else None
-    blend_per_split = None
-    if any(p is not None for p in per_split):
-        blend_per_split = [get_blend_from_list(list(p)) if p is not None else None for p in per_split]
-        split = None
     return MaskedGPTDatasetConfig(
         random_seed=seed,
         sequence_length=seq_length,

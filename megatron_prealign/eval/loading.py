@@ -8,7 +8,7 @@ its ``tokenizer`` record unless the user passes tokenizer flags.
 A Megatron-LM checkpoint (torch_dist, no ``prealign_meta.json``) loads too: its model shape
 comes from the ``args`` Megatron-LM saved in ``common.pt`` (as ``--use-checkpoint-args``) and
 the embedding's shape, or, when it saved none, from the model flags
-(:func:`add_checkpoint_args`: ``--num-layers``, ``--hidden-size``, ...); its tokenizer from the
+(:func:`megatron_prealign.cli.evaluation.add_checkpoint_args`: ``--num-layers``, ``--hidden-size``, ...); its tokenizer from the
 tokenizer flags, or from the tokenizer args it saved.
 
 Errors are one line (:class:`EvalLoadError`) and raised before any result file is written.
@@ -140,75 +140,6 @@ def load_checkpoint_for_eval(
     model, cfg, meta2 = load_model_for_eval(ckpt_dir, for_training=for_training, hidden_dropout=hidden_dropout,
                                             attention_dropout=attention_dropout, model_config=model_config)
     return model, cfg, meta2, tokenizer
-
-
-def add_checkpoint_args(parser: Any) -> Any:
-    """Flags every evaluation tool shares: ``--load``, ``--iteration`` and optional tokenizer flags."""
-    group = parser.add_argument_group("checkpoint")
-    group.add_argument("--load", required=True, help="Megatron-LM checkpoint directory (as --save wrote it) or one iter_* folder.")
-    group.add_argument("--iteration", type=int, default=None, help="Iteration to load (default: latest).")
-    group.add_argument("--tensor-model-parallel-size", type=int, default=1,
-                       help="TP size to evaluate with (launch with torchrun --nproc-per-node TP); PP is always 1.")
-    model = parser.add_argument_group(
-        "model (only for a Megatron-LM checkpoint that saved no args; Megatron-LM's flag names)")
-    model.add_argument("--num-layers", type=int, default=None)
-    model.add_argument("--hidden-size", type=int, default=None)
-    model.add_argument("--num-attention-heads", type=int, default=None)
-    model.add_argument("--ffn-hidden-size", type=int, default=None)
-    model.add_argument("--max-position-embeddings", type=int, default=None)
-    model.add_argument("--position-embedding-type", choices=["learned_absolute", "rope"], default=None)
-    model.add_argument("--normalization", choices=["LayerNorm", "RMSNorm"], default=None)
-    model.add_argument("--untie-embeddings-and-output-weights", action="store_const", const=True, default=None)
-    model.add_argument("--use-checkpoint-args", action="store_true",
-                       help="Accepted for Megatron-LM compatibility: a checkpoint's saved model args are always used.")
-    from megatron_prealign.tokenizer import add_tokenizer_args
-
-    add_tokenizer_args(parser, required=False)
-    return parser
-
-
-def model_flags(args: Any) -> Dict[str, Any]:
-    """``GPTModelConfig`` fields given as model flags (absent flags are left out)."""
-    names = {"num_layers": "num_layers", "hidden_size": "hidden_size", "num_attention_heads": "num_attention_heads",
-             "ffn_hidden_size": "ffn_hidden_size", "max_position_embeddings": "max_sequence_length",
-             "position_embedding_type": "position_embedding_type", "normalization": "normalization",
-             "untie_embeddings_and_output_weights": "untie_embeddings_and_output_weights"}
-    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
-
-
-def load_from_args(args: Any, parser: Any = None, for_training: bool = False
-                   ) -> Tuple[torch.nn.Module, Any, Dict[str, Any], Any]:
-    """Load the checkpoint (and tokenizer) the flags name; exits with one line on error.
-
-    Args:
-        args: flags from :func:`add_checkpoint_args` (plus ``hidden_dropout`` /
-            ``attention_dropout`` when the tool fine-tunes; ``None`` keeps the checkpoint's).
-        parser: reports errors (``parser.exit(2, ...)``); ``None`` raises them.
-        for_training: fine-tuning: keep dropout and return the model in train mode (see
-            :func:`load_checkpoint_for_eval`).
-    """
-    tokenizer = None
-    try:
-        tp = int(getattr(args, "tensor_model_parallel_size", 1) or 1)
-        if tp > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from megatron_prealign.eval.runtime import setup_eval_process
-
-            world = int(os.environ.get("WORLD_SIZE", "1"))
-            if world != tp:
-                raise EvalLoadError(f"--tensor-model-parallel-size {tp}: launch exactly {tp} processes (WORLD_SIZE is {world})")
-            setup_eval_process(tensor_model_parallel_size=tp)
-        if getattr(args, "tokenizer_type", None):
-            from megatron_prealign.tokenizer import build_tokenizer_from_args
-
-            tokenizer = build_tokenizer_from_args(args)
-        return load_checkpoint_for_eval(args.load, args.iteration, tokenizer, for_training=for_training,
-                                        hidden_dropout=getattr(args, "hidden_dropout", None),
-                                        attention_dropout=getattr(args, "attention_dropout", None),
-                                        model_config=model_flags(args))
-    except (EvalLoadError, OSError, ValueError) as exc:
-        if parser is not None:
-            parser.exit(2, f"error: {exc}\n")
-        raise
 
 
 def checkpoint_record(load_dir: str, meta: Dict[str, Any]) -> Dict[str, Any]:

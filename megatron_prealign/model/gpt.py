@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -28,54 +28,80 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class GPTModelConfig:
-    """Shape and numerics of a GPT model; parallel sizes come from ``parallel_state``."""
+    """Shape and numerics of a GPT model; parallel sizes come from ``parallel_state``.
 
-    num_layers: int
-    """Number of transformer layers (Megatron ``--num-layers``)."""
-    hidden_size: int
-    """Hidden size (``--hidden-size``)."""
-    num_attention_heads: int
-    """Attention heads (``--num-attention-heads``); must divide by the TP size."""
+    Fields that are ``pretrain_prealign.py`` flags name them in their metadata (Megatron-LM's).
+
+    Raises:
+        ValueError: contradicting numerics, query groups or recompute settings (one line).
+    """
+
+    num_layers: int = field(metadata={"flag": "--num-layers"})
+    """Number of transformer layers; required (or --use-checkpoint-args)."""
+    hidden_size: int = field(metadata={"flag": "--hidden-size"})
+    """Hidden size; required (or --use-checkpoint-args)."""
+    num_attention_heads: int = field(metadata={"flag": "--num-attention-heads"})
+    """Attention heads (divisible by the TP size); required (or --use-checkpoint-args)."""
     vocab_size: int
     """Padded vocabulary size (a multiple of the TP size)."""
-    max_sequence_length: int
-    """Longest sequence the position embedding covers (``--max-position-embeddings``)."""
-    ffn_hidden_size: Optional[int] = None
-    """MLP hidden size; ``None`` means 4 x hidden_size as in GPT-2."""
-    position_embedding_type: str = "learned_absolute"
-    """``learned_absolute`` (GPT-2) or ``rope`` (Llama-style)."""
-    normalization: str = "LayerNorm"
-    """``LayerNorm`` (GPT-2) or ``RMSNorm``."""
-    untie_embeddings_and_output_weights: bool = False
-    """Megatron's flag: separate input embedding and LM head (GPT-2 ties them)."""
-    hidden_dropout: float = 0.1
-    """Dropout after attention and MLP (``--hidden-dropout``)."""
-    attention_dropout: float = 0.1
-    """Dropout on attention probabilities (``--attention-dropout``)."""
-    init_method_std: float = 0.02
-    """Std of the normal weight initialisation (``--init-method-std``)."""
-    bf16: bool = False
-    """Keep parameters in bfloat16 (``--bf16``)."""
-    fp16: bool = False
-    """Keep parameters in float16 (``--fp16``; loss scaling in the optimizer)."""
-    swiglu: bool = False
-    """Gated SiLU MLP (``--swiglu``)."""
-    num_query_groups: Optional[int] = None
-    """Key/value groups of grouped-query attention (``--num-query-groups``); ``None`` = one per head."""
-    recompute_granularity: Optional[str] = None
-    """``selective`` (core attention) or ``full`` (whole layers) activation recompute."""
-    recompute_method: Optional[str] = None
-    """``uniform`` or ``block`` with full recompute (``--recompute-method``)."""
-    recompute_num_layers: Optional[int] = None
-    """Layers per chunk (uniform) or per stage (block) with full recompute (``--recompute-num-layers``)."""
-    sequence_parallel: bool = False
-    """Megatron sequence parallelism (``--sequence-parallel``); needs TP > 1."""
+    max_sequence_length: int = field(metadata={"flag": "--max-position-embeddings"})
+    """Longest sequence the position embedding covers (default --seq-length)."""
+    ffn_hidden_size: Optional[int] = field(default=None, metadata={"flag": "--ffn-hidden-size"})
+    """MLP hidden size; default 4 x hidden size, with --swiglu int(8 x hidden / 3 / 64) x 64 (Megatron-LM)."""
+    position_embedding_type: str = field(default="learned_absolute", metadata={
+        "flag": "--position-embedding-type", "choices": ("learned_absolute", "rope")})
+    """learned_absolute (GPT-2) or rope (Llama-style)."""
+    normalization: str = field(default="LayerNorm", metadata={"flag": "--normalization",
+                                                              "choices": ("LayerNorm", "RMSNorm")})
+    """LayerNorm (GPT-2) or RMSNorm."""
+    untie_embeddings_and_output_weights: bool = field(default=False, metadata={
+        "flag": "--untie-embeddings-and-output-weights"})
+    """Separate input embedding and LM head (GPT-2 ties them)."""
+    hidden_dropout: float = field(default=0.1, metadata={"flag": "--hidden-dropout"})
+    """Dropout after attention and MLP."""
+    attention_dropout: float = field(default=0.1, metadata={"flag": "--attention-dropout"})
+    """Dropout on attention probabilities."""
+    init_method_std: float = field(default=0.02, metadata={"flag": "--init-method-std"})
+    """Std of the normal weight initialisation."""
+    bf16: bool = field(default=False, metadata={"flag": "--bf16"})
+    """bfloat16 parameters and compute (GPU)."""
+    fp16: bool = field(default=False, metadata={"flag": "--fp16"})
+    """float16 parameters and compute with loss scaling (GPU)."""
+    swiglu: bool = field(default=False, metadata={"flag": "--swiglu"})
+    """Gated SiLU MLP (Llama-style), as Megatron-LM."""
+    num_query_groups: Optional[int] = field(default=None, metadata={"flag": "--num-query-groups", "default": 1})
+    """Key/value head groups with --group-query-attention (Megatron-LM default 1); none = one per head."""
+    recompute_granularity: Optional[str] = field(default=None, metadata={
+        "flag": "--recompute-granularity", "choices": ("full", "selective")})
+    """full: recompute whole layers (not during pre-alignment); selective: core attention."""
+    recompute_method: Optional[str] = field(default=None, metadata={"flag": "--recompute-method",
+                                                                     "choices": ("uniform", "block")})
+    """With --recompute-granularity full: uniform chunks or the first N layers per stage."""
+    recompute_num_layers: Optional[int] = field(default=None, metadata={"flag": "--recompute-num-layers",
+                                                                        "default": 1})
+    """Layers per recompute chunk (uniform) or recomputed layers per stage (block), with full recompute."""
+    sequence_parallel: bool = field(default=False, metadata={"flag": "--sequence-parallel"})
+    """Megatron sequence parallelism; needs TP > 1."""
     use_cpu_initialization: bool = True
     """Initialise weights on the CPU with one seed, so TP shards equal slices of TP=1 weights."""
-    transformer_impl: str = "transformer_engine"
-    """``transformer_engine`` (Megatron-LM's default; falls back to ``local`` with one log line
-    when TransformerEngine is not importable or there is no CUDA), ``local``, or ``auto`` (the
-    same as ``transformer_engine``)."""
+    transformer_impl: str = field(default="transformer_engine", metadata={
+        "flag": "--transformer-impl", "choices": ("auto", "local", "transformer_engine")})
+    """transformer_engine (Megatron-LM's default; falls back to the local spec with one log line
+    when TransformerEngine or CUDA is missing), local, or auto (the same as transformer_engine)."""
+
+    def __post_init__(self) -> None:
+        if self.bf16 and self.fp16:
+            raise ValueError("--bf16 and --fp16 are mutually exclusive")
+        groups = self.num_query_groups
+        if groups is not None and (groups < 1 or self.num_attention_heads % groups):
+            raise ValueError(f"--num-query-groups {groups} must divide --num-attention-heads {self.num_attention_heads}")
+        if self.recompute_granularity == "full":
+            if self.recompute_method is None:
+                raise ValueError("--recompute-granularity full needs --recompute-method uniform or block")
+            if self.recompute_num_layers is None or self.recompute_num_layers < 1:
+                raise ValueError("--recompute-num-layers must be >= 1")
+        elif self.recompute_method is not None:
+            raise ValueError(f"--recompute-method {self.recompute_method} needs --recompute-granularity full")
 
     def to_dict(self) -> dict:
         """JSON-serialisable form, stored next to checkpoints."""

@@ -75,7 +75,7 @@ no-grad outputs), ``calculate_per_token_loss``.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -96,6 +96,7 @@ __all__ = [
     "LevelLossTracker",
     "forward_backward_step",
     "aligned_cosine_similarity",
+    "parse_levels",
     "resolve_levels",
     "level_name",
     "pooled_level_features",
@@ -106,28 +107,39 @@ __all__ = [
 
 @dataclass
 class PreAlignLossConfig:
-    """The pre-alignment objective (paper Eq. 2-4)."""
+    """The pre-alignment objective (paper Eq. 2-4); its fields name their ``pretrain_prealign.py`` flags.
 
-    temperature: float = 0.1
-    """SupCon temperature ``tau`` (``--prealign-temperature``)."""
-    levels: Optional[Sequence[int]] = None
-    """Levels aligned: 0 = input embedding, 1..L = layers, L+1 = output embedding; ``None`` =
-    all (``--prealign-levels``)."""
-    align_weight: float = 1.0
-    """Weight of the alignment loss (``--prealign-weight``)."""
-    lm_weight: float = 1.0
-    """Weight of the LM loss on LM microbatches (``--prealign-lm-weight``, Eq. 4)."""
-    level_reduction: str = "sum"
-    """``sum`` over levels (Eq. 3) or ``mean`` (sum / number of aligned levels, the authors'
-    released code) (``--prealign-level-reduction``)."""
+    Raises:
+        ValueError: a non-positive temperature, a negative weight, an unknown reduction or
+            malformed levels (one line naming the flag).
+    """
+
+    temperature: float = field(default=0.1, metadata={"flag": "--prealign-temperature"})
+    """SupCon temperature tau of the alignment loss (> 0)."""
+    levels: Optional[Sequence[int]] = field(default=None, metadata={"flag": "--prealign-levels", "default": "all",
+                                                                                 "type": str})
+    """Levels aligned: "all" or comma-separated levels, 0 = input embedding, 1..L = layers, L+1 =
+    output embedding (as text, parsed by :func:`parse_levels`; ``None`` = all)."""
+    align_weight: float = field(default=1.0, metadata={"flag": "--prealign-weight", "aliases": ("--prealign-align-weight",),
+                                                       "dest": "prealign_align_weight"})
+    """Alignment loss weight whenever it is active (default 1, paper Eq. 4; the authors' code
+    uses 0.1 with --prealign-level-reduction mean; see docs/prealign-weighting.md)."""
+    lm_weight: float = field(default=1.0, metadata={"flag": "--prealign-lm-weight"})
+    """Auxiliary LM loss weight in the init/post alignment stage (Eq. 4; 0 = none)."""
+    level_reduction: str = field(default="sum", metadata={"flag": "--prealign-level-reduction",
+                                                          "choices": ("sum", "mean")})
+    """Combine the per-level losses by sum (default, paper Eq. 3) or mean (the authors' released
+    code)."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.levels, str):
+            self.levels = parse_levels(self.levels)
         if self.temperature <= 0:
-            raise ValueError(f"prealign temperature must be > 0, got {self.temperature}")
+            raise ValueError(f"--prealign-temperature must be > 0, got {self.temperature}")
         if self.align_weight < 0 or self.lm_weight < 0:
-            raise ValueError("prealign align_weight and lm_weight must be >= 0")
+            raise ValueError("--prealign-lm-weight and --prealign-weight must be >= 0")
         if self.level_reduction not in ("sum", "mean"):
-            raise ValueError(f"prealign level_reduction must be 'sum' or 'mean', got {self.level_reduction!r}")
+            raise ValueError(f"--prealign-level-reduction must be 'sum' or 'mean', got {self.level_reduction!r}")
 
     def level_scale(self, num_levels: int) -> float:
         """Factor on the per-level sum: 1 for ``sum``, ``1 / num_levels`` (all levels, over
@@ -136,6 +148,19 @@ class PreAlignLossConfig:
 
 
 # ----------------------------------------------------------------------------------- levels
+
+
+def parse_levels(text: str) -> Optional[List[int]]:
+    """``"all"`` -> ``None``; ``"0,3,6"`` -> ``[0, 3, 6]`` (``--prealign-levels``)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        levels = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"--prealign-levels: expected 'all' or comma-separated integers, got {text!r}") from None
+    if not levels or levels[0] < 0:
+        raise ValueError(f"--prealign-levels: levels must be non-negative integers, got {text!r}")
+    return levels
 
 
 def resolve_levels(levels: Optional[Sequence[int]], num_layers: int) -> Tuple[int, ...]:
@@ -547,6 +572,7 @@ class PreAlignForwardStep:
             (``M`` for pre-alignment only; the rest are LM microbatches).
         tracker: where per-level values go (default: a new one, as ``self.tracker``, created on
             first use from the model's layer count).
+        weights: ``(lm_weight, align_weight)`` of the current stage (default the loss config's).
     """
 
     def __init__(
@@ -555,12 +581,14 @@ class PreAlignForwardStep:
         num_microbatches: int,
         num_align_microbatches: int,
         tracker: Optional[LevelLossTracker] = None,
+        weights: Optional[Tuple[float, float]] = None,
     ) -> None:
         if not 0 <= num_align_microbatches <= num_microbatches or num_microbatches < 1:
             raise ValueError(
                 f"num_align_microbatches {num_align_microbatches} must be within 0..num_microbatches {num_microbatches}"
             )
         self.loss_config = loss_config
+        self.lm_weight, self.align_weight = weights or (loss_config.lm_weight, loss_config.align_weight)
         self.num_microbatches = num_microbatches
         self.num_align_microbatches = num_align_microbatches
         self.tracker = tracker
@@ -591,7 +619,7 @@ class PreAlignForwardStep:
         if here:
             per_level = alignment_level_losses(features, batch["word_labels"], self.loss_config.temperature)
             self.tracker.record(here, per_level)
-            scale = (self.loss_config.align_weight * self.loss_config.level_scale(len(levels))
+            scale = (self.align_weight * self.loss_config.level_scale(len(levels))
                      * self.num_microbatches / self.num_align_microbatches)
             stage_loss = per_level.sum() * scale
         if not gpt.post_process:
@@ -617,7 +645,7 @@ class PreAlignForwardStep:
             attention_mask=mask.to(dev) if mask is not None else None,
             labels=batch["labels"].to(dev),
         )
-        scale = self.loss_config.lm_weight * self.num_microbatches / num_lm
+        scale = self.lm_weight * self.num_microbatches / num_lm
         return output, partial(_lm_loss_func, batch["loss_mask"].to(dev), scale)
 
 
@@ -690,6 +718,7 @@ def forward_backward_step(
     align_batches: Sequence[Dict[str, object]] = (),
     tracker: Optional[LevelLossTracker] = None,
     forward_only: bool = False,
+    weights: Optional[Tuple[float, float]] = None,
 ) -> List[Dict[str, torch.Tensor]]:
     """Forward (and backward) of one step's LM and pre-alignment microbatches (paper Eq. 4).
 
@@ -710,6 +739,7 @@ def forward_backward_step(
         align_batches: the step's pre-alignment microbatches (``M_a`` of them).
         tracker: per-level loss log (default: none kept).
         forward_only: no backward (evaluation).
+        weights: ``(lm_weight, align_weight)`` of the current stage (default the loss config's).
 
     Returns:
         The loss reports of all microbatches (last pipeline stage; empty elsewhere).
@@ -730,10 +760,10 @@ def forward_backward_step(
     if num_align:
         rows, length = _align_call_shape(align_batches, config)
         padded = [pad_word_batch(b, rows, length) for b in align_batches]
-        calls.append((PreAlignForwardStep(loss_config, num_align, num_align, tracker), iter(padded), num_align,
+        calls.append((PreAlignForwardStep(loss_config, num_align, num_align, tracker, weights), iter(padded), num_align,
                       length, rows))
     if num_lm_microbatches:
-        calls.append((PreAlignForwardStep(loss_config, num_lm_microbatches, 0, tracker), lm_batches,
+        calls.append((PreAlignForwardStep(loss_config, num_lm_microbatches, 0, tracker, weights), lm_batches,
                       num_lm_microbatches, seq_length, micro_batch_size))
     reports: List[Dict[str, torch.Tensor]] = []
     for i, (step, data, count, seq, mbs) in enumerate(calls):

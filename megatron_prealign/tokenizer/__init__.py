@@ -1,7 +1,7 @@
 """Megatron tokenizer types loaded offline, word-start flags, and the En-Clone wrapper.
 
-* :func:`build_tokenizer` / :func:`add_tokenizer_args` + :func:`build_tokenizer_from_args`:
-  Megatron-LM's ``--tokenizer-type`` names and flags, local files only.
+* :func:`build_tokenizer`: Megatron-LM's ``--tokenizer-type`` names, local files only (the
+  flags are in :mod:`megatron_prealign.cli.tokenizer`).
 * :class:`PreAlignTokenizer`: the interface (``vocab_size``, ``eod``, ``pad``, ``tokenize``,
   ``detokenize``, ``word_start_mask()``, ``encode_word()``, ``describe()``); usable as
   megatron-core's ``GPTDatasetConfig.tokenizer``. The word-start rule is documented in
@@ -10,7 +10,6 @@
 * :func:`train_byte_level_bpe`: train a GPT-2-style tokenizer on local text.
 """
 
-from megatron_prealign.tokenizer.arguments import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.tokenizer.base import PreAlignTokenizer, check_table_tokenizer, same_tokenizer
 from megatron_prealign.tokenizer.en_clone import EN_CLONE_LANGUAGE, EnCloneTokenizer
 from megatron_prealign.tokenizer.tokenizer import (
@@ -25,8 +24,6 @@ from megatron_prealign.tokenizer.tokenizer import (
 from megatron_prealign.tokenizer.train import EOD_TOKEN, PAD_TOKEN, train_byte_level_bpe
 
 __all__ = [
-    "add_tokenizer_args",
-    "build_tokenizer_from_args",
     "build_tokenizer",
     "PreAlignTokenizer",
     "same_tokenizer",

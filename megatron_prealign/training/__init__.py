@@ -1,7 +1,7 @@
 """Pretraining: Megatron-style flags, the stage schedule (pre-align -> LM), checkpoints, logging.
 
-* :mod:`.arguments` — the CLI edge: Megatron-LM's flag names plus PreAlign's, converted to
-* :mod:`.config` — typed dataclasses the library takes;
+* :mod:`.config` — typed dataclasses the library takes (the flags are generated from them in
+  :mod:`megatron_prealign.cli.pretrain`);
 * :mod:`.stages` — which losses each iteration optimises (``--prealign-mode``);
 * :mod:`.data` — blended ``MaskedGPTDataset`` train/valid/test and a resumable sampler;
 * :mod:`.loop` — model/DDP/optimizer/scheduler construction and one training step;

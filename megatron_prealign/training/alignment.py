@@ -95,7 +95,7 @@ def build_alignment_stream(
 
     Raises:
         FileNotFoundError: no table at ``table_path``.
-        ValueError (one line, naming ``--prealign-table``): ids outside the tokenizer or model
+        ValueError (one line, naming ``--alignment-table``): ids outside the tokenizer or model
             vocabulary; a table made with another tokenizer; a microbatch too small to hold a
             positive pair.
     """
@@ -107,9 +107,9 @@ def build_alignment_stream(
     try:
         table.validate(vocab)
     except ValueError as exc:
-        raise ValueError(f"--prealign-table: {exc} (model vocabulary {model_vocab_size}, tokenizer "
+        raise ValueError(f"--alignment-table: {exc} (model vocabulary {model_vocab_size}, tokenizer "
                          f"{tokenizer.vocab_size})") from None
-    check_table_tokenizer(table.tokenizer, tokenizer, "--prealign-table", table_path)
+    check_table_tokenizer(table.tokenizer, tokenizer, "--alignment-table", table_path)
     config = WordBatchConfig(
         words_per_microbatch=words_per_microbatch,
         micro_batch_size=micro_batch_size,
@@ -122,5 +122,5 @@ def build_alignment_stream(
         stream = AlignmentStream(sampler, levels)
         stream.probe()  # a microbatch without a positive pair fails here, before training
     except ValueError as exc:
-        raise ValueError(f"--prealign-table {table_path}: {exc}") from None
+        raise ValueError(f"--alignment-table {table_path}: {exc}") from None
     return stream

@@ -105,11 +105,10 @@ def build_lm_datasets(
     if cfg.per_split:
         _check_per_split(cfg, num_samples)
         # A split nobody reads is not built (its blend is dropped): nothing to index or cache.
-        paths = [_megatron_list(b) if (b is not None and n) else None for b, n in zip(cfg.blend_per_split, num_samples)]
-        gpt_cfg = masked_gpt_dataset_config(tokenizer, train_data_path=paths[0], valid_data_path=paths[1],
-                                            test_data_path=paths[2], **common)
+        blends = [b if n else None for b, n in zip(cfg.blend_per_split, num_samples)]
+        gpt_cfg = masked_gpt_dataset_config(tokenizer, blend_per_split=blends, **common)
     else:
-        gpt_cfg = masked_gpt_dataset_config(tokenizer, data_path=_megatron_list(cfg.blend), split=cfg.split, **common)
+        gpt_cfg = masked_gpt_dataset_config(tokenizer, blend=cfg.blend, split=cfg.split, **common)
         _check_splits(cfg, num_samples)
         # A split nobody reads is not built: megatron-core would loop forever on an empty one, and
         # changing --split instead would move the train/valid boundary (and the training data).
@@ -118,12 +117,6 @@ def build_lm_datasets(
     # Every rank builds (memory-mapped, cheap) and reads its own microbatches; no TP broadcast.
     train, valid, test = BlendedMegatronDatasetBuilder(dataset_cls, counts, lambda: True, gpt_cfg).build()
     return train, valid, test
-
-
-def _megatron_list(blend: Tuple[List[str], Optional[List[float]]]) -> List[str]:
-    """A blend in Megatron's command-line list form: ``[p]`` or ``["w1", "p1", "w2", "p2"]``."""
-    prefixes, weights = blend
-    return list(prefixes) if weights is None else [x for w, p in zip(weights, prefixes) for x in (str(w), p)]
 
 
 def _check_splits(cfg: DataConfig, num_samples: Sequence[int]) -> None:

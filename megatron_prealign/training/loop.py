@@ -315,17 +315,13 @@ def train_step(
     """
     num_lm = num_lm_microbatches if stage.has_lm else 0
     num_align = num_align_microbatches if stage.has_align else 0
-    base = loss_config or PreAlignLossConfig()
-    step_loss = PreAlignLossConfig(temperature=base.temperature, levels=base.levels,
-                                   align_weight=stage.align_weight, lm_weight=stage.lm_weight,
-                                   level_reduction=base.level_reduction)
     align_batches = list(align_stream.take(num_align)) if num_align else []
     for chunk in model:
         chunk.zero_grad_buffer()
     optimizer.zero_grad()
     out = forward_backward_step(
-        model, step_loss, lm_iterator if num_lm else None, num_lm, seq_length, micro_batch_size,
-        align_batches=align_batches, tracker=tracker,
+        model, loss_config or PreAlignLossConfig(), lm_iterator if num_lm else None, num_lm, seq_length,
+        micro_batch_size, align_batches=align_batches, tracker=tracker, weights=(stage.lm_weight, stage.align_weight),
     )
     losses = _reduce_lm_reports(out) if parallel_state.is_pipeline_last_stage() else {}
     if get_model_config(model[0]).finalize_model_grads_func is None:  # else the last schedule call ran it

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Type
 import torch
 from megatron.core import parallel_state
 
-from megatron_prealign.model.prealign import LevelLossTracker, PreAlignLossConfig, resolve_levels
+from megatron_prealign.model.prealign import LevelLossTracker, resolve_levels
 from megatron_prealign.training import checkpointing
 from megatron_prealign.training.config import PretrainConfig
 from megatron_prealign.training.data import build_lm_datasets, build_lm_iterator, lm_sample_counts
@@ -115,11 +115,9 @@ def pretrain(
     align_stream = align_stream_factory() if (needs_align and align_stream_factory is not None) else None
     if needs_align and align_stream is None:
         raise ValueError(f"--prealign-mode {cfg.prealign.mode}: no alignment stream was provided")
-    loss_config = PreAlignLossConfig(temperature=cfg.prealign.temperature, levels=cfg.prealign.levels,
-                                     level_reduction=cfg.prealign.level_reduction)
     tracker = None
     if align_stream is not None:
-        levels = resolve_levels(cfg.prealign.levels, cfg.model.num_layers)
+        levels = resolve_levels(cfg.prealign.loss.levels, cfg.model.num_layers)
         tracker = LevelLossTracker(cfg.model.num_layers, levels)
 
     # --- Data ----------------------------------------------------------------------------------
@@ -206,7 +204,7 @@ def pretrain(
                                      start_time=_PROCESS_START)
     with exit_conditions:
         state = _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream,
-                            loss_config, tracker, state, log, save, cfg.data.seq_length,
+                            cfg.prealign.loss, tracker, state, log, save, cfg.data.seq_length,
                             world_size, exit_conditions, segments, held, probe)
     log.close()
     return state
@@ -290,7 +288,7 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
 
 
 def _alignment_probe(cfg: PretrainConfig):
-    """The training log's embedding-alignment probe over ``--prealign-table`` (``None`` without one)."""
+    """The training log's embedding-alignment probe over ``--alignment-table`` (``None`` without one)."""
     if not cfg.prealign.table:
         return None
     from megatron_prealign.alignment import AlignmentTable

@@ -77,14 +77,14 @@ def stage_at(iteration: int, train_iters: int, cfg: PreAlignConfig) -> Stage:
     if cfg.mode == "none":
         return lm
     if cfg.mode == "on-the-fly":
-        return Stage("lm+align", 1.0, cfg.align_weight)
+        return Stage("lm+align", 1.0, cfg.loss.align_weight)
     if cfg.mode == "init":
         if iteration < cfg.iters:
-            return Stage("prealign", cfg.lm_weight, cfg.align_weight)
+            return Stage("prealign", cfg.loss.lm_weight, cfg.loss.align_weight)
         return lm
     if cfg.mode == "post":
         if iteration >= train_iters - cfg.iters:
-            return Stage("postalign", cfg.lm_weight, cfg.align_weight)
+            return Stage("postalign", cfg.loss.lm_weight, cfg.loss.align_weight)
         return lm
     raise ValueError(f"unknown --prealign-mode {cfg.mode!r}")
 

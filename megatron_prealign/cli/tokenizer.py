@@ -7,20 +7,45 @@ Usage in a tool::
     args = parser.parse_args()
     tokenizer = build_tokenizer_from_args(args)   # exits with a one-line error on bad files
 
-Flags (Megatron-LM spelling): ``--tokenizer-type``, ``--vocab-file``, ``--merge-file``,
-``--tokenizer-model``, ``--vocab-size`` (NullTokenizer), ``--vocab-extra-ids``, and PreAlign's
-``--en-clone`` (wrap the tokenizer in :class:`EnCloneTokenizer`, vocabulary 2V).
+The flags are generated from :class:`TokenizerArgs` (Megatron-LM spelling): ``--tokenizer-type``,
+``--vocab-file``, ``--merge-file``, ``--tokenizer-model``, ``--vocab-size`` (NullTokenizer),
+``--vocab-extra-ids``, and PreAlign's ``--en-clone`` (wrap the tokenizer in
+:class:`EnCloneTokenizer`, vocabulary 2V).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Optional
 
+from megatron_prealign.cli.flags import add_flags
 from megatron_prealign.tokenizer.base import PreAlignTokenizer
 from megatron_prealign.tokenizer.tokenizer import TOKENIZER_TYPES, build_tokenizer
 
-__all__ = ["add_tokenizer_args", "build_tokenizer_from_args"]
+__all__ = ["TokenizerArgs", "add_tokenizer_args", "build_tokenizer_from_args"]
+
+
+@dataclass
+class TokenizerArgs:
+    """The arguments of :func:`~megatron_prealign.tokenizer.build_tokenizer`, as flags."""
+
+    tokenizer_type: Optional[str] = field(default=None, metadata={"flag": "--tokenizer-type",
+                                                                  "choices": TOKENIZER_TYPES})
+    """Megatron tokenizer type, loaded from local files."""
+    vocab_file: Optional[str] = field(default=None, metadata={"flag": "--vocab-file"})
+    """GPT-2 vocab.json (GPT2BPETokenizer)."""
+    merge_file: Optional[str] = field(default=None, metadata={"flag": "--merge-file"})
+    """GPT-2 merges.txt (GPT2BPETokenizer)."""
+    tokenizer_model: Optional[str] = field(default=None, metadata={"flag": "--tokenizer-model"})
+    """tokenizer.json or its directory (HuggingFaceTokenizer); .model file (SentencePiece)."""
+    vocab_size: Optional[int] = field(default=None, metadata={"flag": "--vocab-size"})
+    """NullTokenizer: number of regular ids (EOD = this value, vocabulary = value + 1)."""
+    vocab_extra_ids: int = field(default=0, metadata={"flag": "--vocab-extra-ids"})
+    """SentencePieceTokenizer: number of <extra_id_i> tokens appended."""
+    en_clone: bool = field(default=False, metadata={"flag": "--en-clone"})
+    """Wrap the tokenizer in the En-Clone tokenizer (vocabulary 2V; clone id = id + V)."""
 
 
 def add_tokenizer_args(
@@ -37,29 +62,8 @@ def add_tokenizer_args(
         argparse.ArgumentParser: ``parser`` (for chaining).
     """
     group = parser.add_argument_group("tokenizer")
-    group.add_argument(
-        "--tokenizer-type", type=str, required=required, choices=TOKENIZER_TYPES,
-        help="Megatron tokenizer type, loaded from local files.",
-    )
-    group.add_argument("--vocab-file", type=str, default=None, help="GPT-2 vocab.json (GPT2BPETokenizer).")
-    group.add_argument("--merge-file", type=str, default=None, help="GPT-2 merges.txt (GPT2BPETokenizer).")
-    group.add_argument(
-        "--tokenizer-model", type=str, default=None,
-        help="tokenizer.json or its directory (HuggingFaceTokenizer); .model file (SentencePiece).",
-    )
-    group.add_argument(
-        "--vocab-size", type=int, default=None,
-        help="NullTokenizer: number of regular ids (EOD = this value, vocabulary = value + 1).",
-    )
-    group.add_argument(
-        "--vocab-extra-ids", type=int, default=0,
-        help="SentencePieceTokenizer: number of <extra_id_i> tokens appended.",
-    )
-    if en_clone_flag:
-        group.add_argument(
-            "--en-clone", action="store_true",
-            help="Wrap the tokenizer in the En-Clone tokenizer (vocabulary 2V; clone id = id + V).",
-        )
+    names = [f.name for f in dataclasses.fields(TokenizerArgs) if en_clone_flag or f.name != "en_clone"]
+    add_flags(group, TokenizerArgs, only=names, tokenizer_type={"required": required})
     return parser
 
 
@@ -85,9 +89,9 @@ def build_tokenizer_from_args(
             vocab_size=getattr(args, "vocab_size", None),
             vocab_extra_ids=getattr(args, "vocab_extra_ids", 0) or 0,
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as exc:
         if parser is not None:
-            parser.error(str(e))
+            parser.error(str(exc))
         raise
     if getattr(args, "en_clone", False):
         from megatron_prealign.tokenizer.en_clone import EnCloneTokenizer
