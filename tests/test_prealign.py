@@ -317,5 +317,5 @@ def test_level_reduction_mean_is_sum_over_number_of_levels(make_model, levels):
 
 
 def test_level_reduction_rejects_unknown():
-    with pytest.raises(ValueError, match="level_reduction"):
+    with pytest.raises(ValueError, match="level-reduction"):
         pa.PreAlignLossConfig(level_reduction="max")
