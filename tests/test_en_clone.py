@@ -106,6 +106,11 @@ def test_clone_indexed_dataset_against_megatron_reader(tmp_path, n_base):
         expect = np.where(e == tok.eod, e, e + n_base + 1)
         assert np.array_equal(out[i].astype(np.int64), expect)
     assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+    # byte-identical to megatron-core's builder fed the cloned documents
+    cloned = [[np.where(s == tok.eod, s, s + n_base + 1) for s in doc] for doc in docs]
+    _write_dataset(str(tmp_path / "ref"), cloned, out.index.dtype)
+    for ext in (".bin", ".idx"):
+        assert open(dst + ext, "rb").read() == open(str(tmp_path / "ref") + ext, "rb").read()
 
 
 def test_clone_rejects_ids_outside_vocab(tmp_path):

@@ -429,7 +429,7 @@ def test_writers_clean_stale_temp_files_of_their_output(tmp_path, bpe_dir):
     from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
 
     dead = dead_pid()
-    stale = [f"en_text_document.bin.tmp-{dead}", f"en_text_document.idx.tmp-{dead}", f"clone.tmp-{dead}.bin",
+    stale = [f"en_text_document.bin.tmp-{dead}", f"en_text_document.idx.tmp-{dead}", f"clone.bin.tmp-{dead}",
              f"res.json.tmp-{dead}"]
     for n in stale:
         (tmp_path / n).write_text("x")

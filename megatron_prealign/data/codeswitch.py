@@ -93,7 +93,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import struct
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -707,7 +706,8 @@ class Codeswitcher:
             ValueError: one line naming the file: a broken input, a token outside the
                 vocabulary, a translation id beyond int32.
         """
-        from megatron_prealign.data.indexed import check_indexed_dataset, loss_mask_prefix
+        from megatron_prealign.data.indexed import loss_mask_prefix, read_index, write_index
+        from megatron_prealign.platform.files import atomic_paths
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -715,21 +715,15 @@ class Codeswitcher:
             raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
 
         in_bin, in_idx = input_prefix + ".bin", input_prefix + ".idx"
-        check_indexed_dataset(input_prefix)  # one-line IndexedDatasetError (a ValueError) if broken
+        # one-line IndexedDatasetError (a ValueError) if broken; sequences are then contiguous
+        index = read_index(input_prefix)
+        if index.dtype not in (np.dtype(np.uint16), np.dtype(np.int32)):
+            raise ValueError(f"{in_idx}: token dtype {index.dtype.name} is not uint16 or int32")
         mask_prefix = loss_mask_prefix(output_prefix)
         outputs = [output_prefix + ".bin", output_prefix + ".idx", mask_prefix + ".bin", mask_prefix + ".idx"]
         if {os.path.realpath(in_bin), os.path.realpath(in_idx)} & {os.path.realpath(p) for p in outputs}:
             raise ValueError(f"--output-prefix {output_prefix} would overwrite the input {input_prefix}")
-
-        index = _read_index(in_idx)
         lengths = index.sequence_lengths
-        pointers = index.sequence_pointers
-        itemsize = index.dtype.itemsize
-        bin_size = os.path.getsize(in_bin)
-        if lengths.size:
-            ends = pointers + lengths.astype(np.int64) * itemsize
-            if (lengths < 0).any() or (pointers < 0).any() or (pointers[1:] < ends[:-1]).any() or int(ends[-1]) > bin_size:
-                raise ValueError(f"{in_idx}: sequence pointers are not increasing within {in_bin} ({bin_size} bytes)")
 
         dtype_max = int(np.iinfo(index.dtype).max)
         if self.max_translation_id > dtype_max:
@@ -746,24 +740,20 @@ class Codeswitcher:
                 in_bin, index.dtype.name, self.max_translation_id,
             )
             try:
-                _widen_to_int32(in_bin, index, widened)
+                _widen_to_int32(input_prefix, index, widened)
                 return self.process_dataset(widened, output_prefix, threads, chunk_tokens, log_interval_s)
             finally:
                 for ext in (".bin", ".idx"):
                     if os.path.exists(widened + ext):
                         os.remove(widened + ext)
 
-        out_dir = os.path.dirname(os.path.abspath(output_prefix))
-        os.makedirs(out_dir, exist_ok=True)
-        tag = f".tmp-{os.getpid()}"
-        tmp = [p + tag for p in outputs]
         total_tokens = int(lengths.astype(np.int64).sum())
         progress = _Progress(total_tokens, log_interval_s, f"codeswitch {os.path.basename(input_prefix)}")
         t0 = time.monotonic()
-        try:
+        with atomic_paths(outputs) as tmp:
             new_lengths, counts = self._engine.process_dataset(
-                in_bin, tmp[0], tmp[2], np.ascontiguousarray(lengths), np.ascontiguousarray(pointers),
-                itemsize, int(threads), int(chunk_tokens), progress,
+                in_bin, tmp[0], tmp[2], np.ascontiguousarray(lengths), np.ascontiguousarray(index.sequence_pointers),
+                index.dtype.itemsize, int(threads), int(chunk_tokens), progress,
             )
             stats = CodeswitchStats(
                 documents=int(lengths.size),
@@ -776,14 +766,8 @@ class Codeswitcher:
                 per_language={lang: int(c) for lang, c in zip(self.languages, counts[4:])},
             )
             stats.check(self.config.ratio, in_bin)  # before the rename: nothing is written on error
-            _write_index(tmp[1], index.dtype, new_lengths, index)
-            _write_index(tmp[3], np.dtype(np.uint8), new_lengths, index)
-            for src, dst in zip(tmp, outputs):
-                os.replace(src, dst)
-        finally:
-            for p in tmp:
-                if os.path.exists(p):
-                    os.remove(p)
+            for path, dtype in ((tmp[1], index.dtype), (tmp[3], np.uint8)):
+                write_index(path, dtype, new_lengths, index.document_indices, index.sequence_modes)
         progress(total_tokens, int(lengths.size), force=True)
         logger.info("codeswitch done in %.1fs: %s", time.monotonic() - t0, stats.describe())
         return stats
@@ -793,86 +777,20 @@ class Codeswitcher:
 # Rewriting a Megatron .bin/.idx dataset
 # --------------------------------------------------------------------------------------------
 
-_INDEX_HEADER = b"MMIDIDX\x00\x00"
-_DTYPE_CODES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16}
-_CODE_OF = {np.dtype(v): k for k, v in _DTYPE_CODES.items()}
 
+def _widen_to_int32(in_prefix: str, index: Any, out_prefix: str, chunk_tokens: int = 1 << 24) -> None:
+    """Copy a uint16 dataset (contiguous: checked by ``read_index``) to ``{out_prefix}.bin/.idx`` as
+    int32, streamed in chunks."""
+    from megatron_prealign.data.indexed import write_index
 
-@dataclasses.dataclass
-class _Index:
-    dtype: np.dtype
-    sequence_lengths: np.ndarray  # int32
-    sequence_pointers: np.ndarray  # int64
-    document_indices: np.ndarray  # int64
-    sequence_modes: Optional[np.ndarray]  # int8 or None
-
-
-def _read_index(idx_path: str) -> _Index:
-    """Reads a Megatron ``.idx`` (the layout megatron-core's ``_IndexWriter`` writes)."""
-    size = os.path.getsize(idx_path)
-    with open(idx_path, "rb") as f:
-        head = f.read(34)
-    if len(head) < 34 or head[:9] != _INDEX_HEADER:
-        raise ValueError(f"{idx_path}: not a Megatron index file (bad header)")
-    (version,) = struct.unpack("<Q", head[9:17])
-    if version != 1:
-        raise ValueError(f"{idx_path}: unsupported index version {version}")
-    code = head[17]
-    if code not in (4, 8):
-        raise ValueError(f"{idx_path}: token dtype code {code} is not uint16 or int32")
-    n_seq, n_doc = struct.unpack("<QQ", head[18:34])
-    base = 34 + 12 * n_seq + 8 * n_doc
-    if size not in (base, base + n_seq):
-        raise ValueError(f"{idx_path}: size {size} does not match {n_seq} sequences and {n_doc} documents")
-    mm = np.memmap(idx_path, mode="r", dtype=np.uint8)
-    lengths = np.frombuffer(mm, dtype=np.int32, count=n_seq, offset=34)
-    pointers = np.frombuffer(mm, dtype=np.int64, count=n_seq, offset=34 + 4 * n_seq)
-    docs = np.frombuffer(mm, dtype=np.int64, count=n_doc, offset=34 + 12 * n_seq)
-    modes = np.frombuffer(mm, dtype=np.int8, count=n_seq, offset=base) if size == base + n_seq else None
-    return _Index(np.dtype(_DTYPE_CODES[code]), lengths, pointers, docs, modes)
-
-
-def _widen_to_int32(in_bin: str, index: _Index, out_prefix: str, chunk_tokens: int = 1 << 24) -> None:
-    """Copy a uint16 dataset to ``{out_prefix}.bin/.idx`` as int32, streamed in chunks."""
-    lengths = index.sequence_lengths.astype(np.int64)
-    itemsize = index.dtype.itemsize
-    contiguous = lengths.size == 0 or (
-        int(index.sequence_pointers[0]) == 0
-        and np.array_equal(index.sequence_pointers[1:], np.cumsum(lengths[:-1]) * itemsize)
-    )
-    total = int(lengths.sum())
+    total = int(index.sequence_lengths.astype(np.int64).sum())
     with open(out_prefix + ".bin", "wb") as out:
-        if total and contiguous:
-            src = np.memmap(in_bin, dtype=index.dtype, mode="r", shape=(total,))
+        if total:
+            src = np.memmap(in_prefix + ".bin", dtype=index.dtype, mode="r", shape=(total,))
             for start in range(0, total, chunk_tokens):
                 out.write(np.asarray(src[start : start + chunk_tokens], dtype=np.int32).tobytes())
             del src
-        elif total:  # sequences with gaps between them: copy sequence by sequence
-            with open(in_bin, "rb") as f:
-                for pointer, length in zip(index.sequence_pointers.tolist(), lengths.tolist()):
-                    f.seek(pointer)
-                    seq = np.frombuffer(f.read(length * itemsize), dtype=index.dtype)
-                    out.write(seq.astype(np.int32).tobytes())
-    _write_index(out_prefix + ".idx", np.dtype(np.int32), index.sequence_lengths, index)
-
-
-def _write_index(path: str, dtype: np.dtype, lengths: np.ndarray, index: _Index) -> None:
-    """Writes an ``.idx`` byte-compatible with megatron-core's ``_IndexWriter``."""
-    lengths = np.ascontiguousarray(lengths, dtype=np.int32)
-    pointers = np.zeros(lengths.size, dtype=np.int64)
-    if lengths.size > 1:
-        np.cumsum(lengths[:-1].astype(np.int64) * np.dtype(dtype).itemsize, out=pointers[1:])
-    with open(path, "wb") as f:
-        f.write(_INDEX_HEADER)
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", _CODE_OF[np.dtype(dtype)]))
-        f.write(struct.pack("<Q", lengths.size))
-        f.write(struct.pack("<Q", index.document_indices.size))
-        f.write(lengths.tobytes())
-        f.write(pointers.tobytes())
-        f.write(np.ascontiguousarray(index.document_indices, dtype=np.int64).tobytes())
-        if index.sequence_modes is not None:
-            f.write(np.ascontiguousarray(index.sequence_modes, dtype=np.int8).tobytes())
+    write_index(out_prefix + ".idx", np.int32, index.sequence_lengths, index.document_indices, index.sequence_modes)
 
 
 class _Progress:

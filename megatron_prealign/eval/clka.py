@@ -742,25 +742,8 @@ def write_token_documents(prefix: str, documents: Iterable[Sequence[int]], vocab
     Returns:
         ``(num_documents, num_tokens)``.
     """
-    import numpy as np
-    import torch
-    from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+    from megatron.core.datasets.indexed_dataset import DType
 
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    tmp = f"{prefix}.tmp{os.getpid()}"
-    builder = IndexedDatasetBuilder(tmp + ".bin", dtype=DType.optimal_dtype(vocab_size))
-    n_docs = n_tok = 0
-    try:
-        for doc in documents:
-            arr = np.asarray(doc, dtype=np.int64)
-            builder.add_document(torch.from_numpy(arr), [arr.size])
-            n_docs += 1
-            n_tok += int(arr.size)
-        builder.finalize(tmp + ".idx")
-        os.replace(tmp + ".bin", prefix + ".bin")
-        os.replace(tmp + ".idx", prefix + ".idx")
-    finally:
-        for ext in (".bin", ".idx"):
-            if os.path.exists(tmp + ext):
-                os.unlink(tmp + ext)
-    return n_docs, n_tok
+    from megatron_prealign.data.indexed import write_documents
+
+    return write_documents(prefix, documents, DType.optimal_dtype(vocab_size))

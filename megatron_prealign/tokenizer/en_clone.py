@@ -176,68 +176,45 @@ def clone_indexed_dataset(
             (``IndexedDatasetError``), or an input token is outside the base vocabulary (names
             the dataset and offset).
     """
-    from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-
-    from megatron_prealign.data.indexed import check_indexed_dataset
+    from megatron_prealign.data.indexed import read_index, write_index
+    from megatron_prealign.platform.files import atomic_paths
 
     for ext in (".bin", ".idx"):
         if not os.path.isfile(input_prefix + ext):
             raise FileNotFoundError(f"--input: no such file: {input_prefix + ext}")
     # a truncated/corrupt .idx or .bin -> one-line IndexedDatasetError (a ValueError) instead of
     # megatron-core's bare struct/buffer errors
-    header = check_indexed_dataset(input_prefix)
+    index = read_index(input_prefix)
     inputs = {os.path.realpath(input_prefix + ext) for ext in (".bin", ".idx")}
     if inputs & {os.path.realpath(output_prefix + ext) for ext in (".bin", ".idx")}:
         raise ValueError(f"--output-prefix {output_prefix} would overwrite the input dataset {input_prefix}")
-    out_dir = os.path.dirname(os.path.abspath(output_prefix))
-    os.makedirs(out_dir, exist_ok=True)
-    from megatron_prealign.platform.process import remove_stale_temp_files
-
-    remove_stale_temp_files(output_prefix)  # left by a run killed with kill -9
     start = time.time()
-    ds = IndexedDataset(input_prefix, multimodal=header.multimodal, mmap=True)
-    in_dtype = ds.index.dtype
     out_dtype = clone_dtype(tokenizer.vocab_size)
-    total = int(np.sum(ds.sequence_lengths, dtype=np.int64))
-    data = np.memmap(input_prefix + ".bin", dtype=in_dtype, mode="r")
-    if data.size < total:
-        raise ValueError(f"{input_prefix}.bin holds {data.size} tokens, its index claims {total}")
-
-    tmp = f"{output_prefix}.tmp-{os.getpid()}"
-    builder = IndexedDatasetBuilder(tmp + ".bin", dtype=out_dtype)
+    total = int(np.sum(index.sequence_lengths, dtype=np.int64))
+    data = np.memmap(input_prefix + ".bin", dtype=index.dtype, mode="r")
     try:
-        done = 0
-        if progress is not None:
-            progress(0, total)
-        while done < total:
-            end = min(total, done + chunk_tokens)
-            chunk = np.asarray(data[done:end])
-            try:
-                cloned = tokenizer.clone_ids(chunk.astype(np.int64))
-            except ValueError as e:
-                raise ValueError(f"{input_prefix}.bin tokens [{done}, {end}): {e}") from None
-            builder.data_file.write(cloned.astype(out_dtype, copy=False).tobytes(order="C"))
-            done = end
-            if progress is not None:
-                progress(done, total)
-        builder.sequence_lengths = ds.sequence_lengths.tolist()
-        builder.document_indices = ds.document_indices.tolist()
-        builder.finalize(tmp + ".idx")
-        os.replace(tmp + ".bin", output_prefix + ".bin")
-        os.replace(tmp + ".idx", output_prefix + ".idx")
-    except BaseException:
-        if not builder.data_file.closed:
-            builder.data_file.close()
-        for ext in (".bin", ".idx"):
-            if os.path.exists(tmp + ext):
-                os.remove(tmp + ext)
-        raise
+        with atomic_paths([output_prefix + ".bin", output_prefix + ".idx"]) as (tmp_bin, tmp_idx):
+            with open(tmp_bin, "wb") as out:
+                done = 0
+                if progress is not None:
+                    progress(0, total)
+                while done < total:
+                    end = min(total, done + chunk_tokens)
+                    try:
+                        cloned = tokenizer.clone_ids(np.asarray(data[done:end]).astype(np.int64))
+                    except ValueError as e:
+                        raise ValueError(f"{input_prefix}.bin tokens [{done}, {end}): {e}") from None
+                    out.write(cloned.astype(out_dtype, copy=False).tobytes(order="C"))
+                    done = end
+                    if progress is not None:
+                        progress(done, total)
+            write_index(tmp_idx, out_dtype, index.sequence_lengths, index.document_indices)
     finally:
         del data
     return {
         "tokens": total,
-        "sequences": int(len(ds.sequence_lengths)),
-        "documents": int(len(ds.document_indices) - 1),
+        "sequences": int(len(index.sequence_lengths)),
+        "documents": int(len(index.document_indices) - 1),
         "dtype": np.dtype(out_dtype).name,
         "seconds": time.time() - start,
     }
