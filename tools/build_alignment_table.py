@@ -51,6 +51,7 @@ from megatron_prealign.alignment.words import (
     save_word_counts,
     select_words,
 )
+from megatron_prealign.platform.files import atomic_open
 from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.tokenizer.train import iter_text_files
 
@@ -167,16 +168,11 @@ def main(argv=None):
         report["reach"] = measure_reach(table, tokenizer, docs)
         table.meta.setdefault("coverage", {})["reach"] = report["reach"]
     report_path = args.coverage_report or args.output + ".coverage.json"
-    tmp = f"{report_path}.tmp-{os.getpid()}"
     try:
         table.save(args.output)
-        os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_open(report_path) as f:
             json.dump(report, f, indent=2, ensure_ascii=False)
-        os.replace(tmp, report_path)
     except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         sys.exit(f"build_alignment_table.py: error: {e}")
     print(format_coverage(report))
     print(f"[build_alignment_table] {len(table)} entries -> {args.output} (report {report_path}), "

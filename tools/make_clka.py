@@ -113,7 +113,7 @@ def _name_pieces(args, parser, tokenizer):
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     from megatron_prealign.eval import clka
-    from megatron_prealign.eval.results import write_json_atomic
+    from megatron_prealign.platform.files import atomic_path, write_json_atomic as write_json
     from megatron_prealign.tokenizer import build_tokenizer_from_args
 
     try:
@@ -176,11 +176,9 @@ def main(argv=None) -> int:
           f"every option's object occurs as often as the true one")
 
     out = os.path.abspath(args.output_dir)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "test"))
-    os.makedirs(os.path.join(tmp, "knowledge"))
-    try:
+    with atomic_path(out) as tmp:
+        os.makedirs(os.path.join(tmp, "test"))
+        os.makedirs(os.path.join(tmp, "knowledge"))
         with open(os.path.join(tmp, "facts.jsonl"), "w", encoding="utf-8") as fh:
             for f in facts:
                 fh.write(json.dumps(clka.fact_record(f), ensure_ascii=False) + "\n")
@@ -209,21 +207,17 @@ def main(argv=None) -> int:
                 "facts": sum(1 for f in facts if f.period == period),
             })
             print(f"period {period}: {n_docs} statements, {n_tok} tokens -> knowledge/{name}")
-        write_json_atomic(os.path.join(tmp, "schedule.json"), {
+        write_json(os.path.join(tmp, "schedule.json"), {
             "steps_per_period": args.steps_per_period, "knowledge_language": args.knowledge_language, "periods": periods,
         })
-        write_json_atomic(os.path.join(tmp, "manifest.json"), {
+        write_json(os.path.join(tmp, "manifest.json"), {
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k != "name_pieces"},
             "languages": languages, "knowledge_language": args.knowledge_language,
             "tokenizer": tokenizer.describe(), "facts": len(facts), "name_pieces": args.name_pieces,
             "name_case": args.name_case, "name_stats": stats,
         })
         if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            shutil.rmtree(out)  # --overwrite: a folder cannot be renamed over a non-empty one
     print(f"CLKA: {len(facts)} facts, test sets {', '.join(languages)} -> {out}")
     return 0
 

@@ -39,6 +39,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
+from megatron_prealign.platform.files import atomic_open
+
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Translation", "AlignmentEntry", "AlignmentTable"]
 
 FORMAT_NAME = "prealign-alignment-table"
@@ -211,19 +213,10 @@ class AlignmentTable:
 
     def save(self, path: str) -> None:
         """Write the JSONL file under a temporary name, then rename it to ``path``."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.header(), ensure_ascii=False) + "\n")
-                for entry in self.entries:
-                    f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_open(path) as f:
+            f.write(json.dumps(self.header(), ensure_ascii=False) + "\n")
+            for entry in self.entries:
+                f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str) -> "AlignmentTable":

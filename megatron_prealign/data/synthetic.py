@@ -147,16 +147,12 @@ def write_jsonl(path: str, config: SyntheticCorpusConfig, key: str = "text") -> 
     Returns:
         ``(documents, words)`` written.
     """
-    tmp = f"{path}.tmp.{os.getpid()}"
+    from megatron_prealign.platform.files import atomic_open
+
     docs = words = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for doc in generate_documents(config):
-                f.write(json.dumps({key: doc}) + "\n")
-                docs += 1
-                words += doc.count(" ") + 1
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path) as f:
+        for doc in generate_documents(config):
+            f.write(json.dumps({key: doc}) + "\n")
+            docs += 1
+            words += doc.count(" ") + 1
     return docs, words

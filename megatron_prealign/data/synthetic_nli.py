@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from megatron_prealign.data.synthetic import ADJECTIVES, DETERMINERS, NAMES, NOUNS, PLACES, VERBS_PAST
+from megatron_prealign.platform.files import write_text_atomic
 
 LABELS: Tuple[str, str, str] = ("entailment", "neutral", "contradiction")
 """Label names in index order (the XNLI convention)."""
@@ -158,17 +159,6 @@ def generate_pairs(n: int, seed: int) -> List[Tuple[str, str, int]]:
     return out
 
 
-def _write_atomic(path: str, lines: List[str]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _xnli_row(premise: str, hyp: str, label: int, pair_id: int) -> str:
     row = dict.fromkeys(_XNLI_COLUMNS, "")
     row.update(language="en", gold_label=LABELS[label], sentence1=premise, sentence2=hyp, promptID=str(pair_id),
@@ -190,8 +180,9 @@ def write_xnli_task(output_dir: str, config: NLITaskConfig) -> Dict[str, str]:
     paths = {k: os.path.join(output_dir, name) for k, name in
              (("train", "train.tsv"), ("dev", "xnli.dev.tsv"), ("test", "xnli.test.tsv"))}
     train = generate_pairs(config.train, config.seed)
-    _write_atomic(paths["train"], ["premise\thypo\tlabel"] + [f"{p}\t{h}\t{LABELS[l]}" for p, h, l in train])
+    write_text_atomic(paths["train"], "\n".join(["premise\thypo\tlabel"] + [f"{p}\t{h}\t{LABELS[l]}" for p, h, l in train]) + "\n")
     for split, n, offset in (("dev", config.dev, 1), ("test", config.test, 2)):
         rows = generate_pairs(n, config.seed * 1000003 + offset)
-        _write_atomic(paths[split], ["\t".join(_XNLI_COLUMNS)] + [_xnli_row(p, h, l, i) for i, (p, h, l) in enumerate(rows)])
+        lines = ["\t".join(_XNLI_COLUMNS)] + [_xnli_row(p, h, l, i) for i, (p, h, l) in enumerate(rows)]
+        write_text_atomic(paths[split], "\n".join(lines) + "\n")
     return paths

@@ -31,7 +31,6 @@ into pieces (``▁bank,``) keep it inside the word (no pre-tokenizer splits it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import unicodedata
@@ -46,7 +45,6 @@ __all__ = [
     "bytes_to_unicode",
     "starts_word_bytes",
     "starts_word_text",
-    "file_sha256",
 ]
 
 
@@ -145,15 +143,6 @@ def starts_word_text(piece: str, space_marker: str = "\u2581") -> bool:
     if _is_hyphen_continuation(piece):
         return False
     return _char_starts_word(piece[0])
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file (recorded in ``describe()`` to detect mismatched tokenizers)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class PreAlignTokenizer:

@@ -25,10 +25,10 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, Optional
 
+from megatron_prealign.platform.files import file_sha256
 from megatron_prealign.tokenizer.base import (
     PreAlignTokenizer,
     check_file,
-    file_sha256,
     ids_list,
     starts_word_bytes,
     starts_word_text,

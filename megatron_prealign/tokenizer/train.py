@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
 __all__ = ["EOD_TOKEN", "PAD_TOKEN", "train_byte_level_bpe", "iter_text_files"]
@@ -196,36 +194,35 @@ def train_byte_level_bpe(
     if seen[0] == 0:
         raise ValueError("no training text: the inputs hold no non-empty document (check --input and --json-keys)")
 
+    from megatron_prealign.platform.files import atomic_paths
+
     created = not os.path.isdir(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".train-tokenizer-", dir=output_dir)
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
     done = False
     try:
-        try:
-            tok.save(os.path.join(tmp, "tokenizer.json"))
-        except Exception as err:  # the tokenizers library raises a plain Exception for I/O errors
-            raise OSError(f"{output_dir}: cannot write tokenizer.json ({err})") from None
-        with open(os.path.join(tmp, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            config = {"eos_token": EOD_TOKEN, "bos_token": None}
-            if add_pad:
-                config["pad_token"] = PAD_TOKEN
-            json.dump(config, f, indent=2)
-        spec = json.loads(tok.to_str())
-        vocab: Dict[str, int] = spec["model"]["vocab"]
-        for added in spec.get("added_tokens", []):
-            vocab.setdefault(added["content"], added["id"])
-        with open(os.path.join(tmp, "vocab.json"), "w", encoding="utf-8") as f:
-            json.dump(dict(sorted(vocab.items(), key=lambda kv: kv[1])), f, ensure_ascii=False)
-        with open(os.path.join(tmp, "merges.txt"), "w", encoding="utf-8") as f:
-            f.write("#version: 0.2\n")
-            for merge in spec["model"]["merges"]:
-                f.write((merge if isinstance(merge, str) else " ".join(merge)) + "\n")
-        names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-        for name in names:
-            os.replace(os.path.join(tmp, name), os.path.join(output_dir, name))
+        # the four files appear together: all are renamed after all are written
+        with atomic_paths([os.path.join(output_dir, name) for name in names]) as (tok_json, config_json, vocab_json, merges):
+            try:
+                tok.save(tok_json)
+            except Exception as err:  # the tokenizers library raises a plain Exception for I/O errors
+                raise OSError(f"{output_dir}: cannot write tokenizer.json ({err})") from None
+            with open(config_json, "w", encoding="utf-8") as f:
+                config = {"eos_token": EOD_TOKEN, "bos_token": None}
+                if add_pad:
+                    config["pad_token"] = PAD_TOKEN
+                json.dump(config, f, indent=2)
+            spec = json.loads(tok.to_str())
+            vocab: Dict[str, int] = spec["model"]["vocab"]
+            for added in spec.get("added_tokens", []):
+                vocab.setdefault(added["content"], added["id"])
+            with open(vocab_json, "w", encoding="utf-8") as f:
+                json.dump(dict(sorted(vocab.items(), key=lambda kv: kv[1])), f, ensure_ascii=False)
+            with open(merges, "w", encoding="utf-8") as f:
+                f.write("#version: 0.2\n")
+                for merge in spec["model"]["merges"]:
+                    f.write((merge if isinstance(merge, str) else " ".join(merge)) + "\n")
         done = True
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         if not done and created:
             try:
                 os.rmdir(output_dir)  # only if empty: nothing of ours is left in it
