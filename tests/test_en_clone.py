@@ -85,7 +85,7 @@ def _write_dataset(prefix, docs, dtype):
 def test_clone_indexed_dataset_against_megatron_reader(tmp_path, n_base):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     tok = EnCloneTokenizer(build_tokenizer("NullTokenizer", vocab_size=n_base))
     rng = np.random.default_rng(0)
@@ -114,7 +114,7 @@ def test_clone_indexed_dataset_against_megatron_reader(tmp_path, n_base):
 
 
 def test_clone_rejects_ids_outside_vocab(tmp_path):
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     src = str(tmp_path / "en")
     _write_dataset(src, [[np.array([1, 2, 60])]], np.uint16)
@@ -170,7 +170,7 @@ def test_clone_truncated_index_is_one_line_error(tmp_path):
     # regression: a truncated .idx raised megatron-core's "buffer is smaller than requested size"
     # (plus an AttributeError traceback from IndexedDataset.__del__)
     from megatron_prealign.data.indexed import IndexedDatasetError
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     src = str(tmp_path / "en")
     _write_dataset(src, [[np.array([1, 2, 3, 50])], [np.array([4, 5, 50])]], np.uint16)

@@ -2,7 +2,6 @@
 
 import math
 
-
 from megatron_prealign.eval import results
 
 

@@ -51,9 +51,9 @@ from megatron_prealign.alignment.words import (
     save_word_counts,
     select_words,
 )
+from megatron_prealign.data.readers import iter_documents
 from megatron_prealign.platform.files import atomic_open
 from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args
-from megatron_prealign.tokenizer.train import iter_text_files
 
 
 def get_args(argv=None):
@@ -116,7 +116,7 @@ def main(argv=None):
             counts = load_word_counts(args.word_counts)
         else:
             counts = count_words(
-                iter_text_files(args.input, args.json_keys),
+                iter_documents(args.input, args.json_keys),
                 WordCountConfig(workers=args.workers, max_documents=args.max_documents,
                                 log_interval=args.log_interval),
             )
@@ -164,7 +164,7 @@ def main(argv=None):
         except ValueError as e:
             sys.exit(f"build_alignment_table.py: error: {e}")
     if args.input and args.coverage_documents > 0:
-        docs = itertools.islice(iter_text_files(args.input, args.json_keys), args.coverage_documents)
+        docs = itertools.islice(iter_documents(args.input, args.json_keys), args.coverage_documents)
         report["reach"] = measure_reach(table, tokenizer, docs)
         table.meta.setdefault("coverage", {})["reach"] = report["reach"]
     report_path = args.coverage_report or args.output + ".coverage.json"

@@ -28,10 +28,10 @@ import logging
 import os
 import sys
 
-from megatron_prealign.alignment import AlignmentTable
+from megatron_prealign.alignment import AlignmentTable, check_table_tokenizer
 from megatron_prealign.alignment.boundaries import word_boundaries
 from megatron_prealign.data.codeswitch import MODES, CodeswitchConfig, codeswitch_dataset
-from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args, same_tokenizer
+from megatron_prealign.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,12 +91,10 @@ def main(argv=None) -> None:
         table = AlignmentTable.load(args.prealign_table)
     except (OSError, ValueError) as e:
         parser.error(f"--prealign-table: {e}")
-    if table.tokenizer and not same_tokenizer(table.tokenizer, tokenizer.describe()):
-        parser.error(
-            f"--prealign-table {args.prealign_table} was built with tokenizer {table.tokenizer.get('type')} "
-            f"(vocab {table.tokenizer.get('vocab_size')}), not the one the tokenizer flags give "
-            f"({tokenizer.describe().get('type')}, vocab {tokenizer.vocab_size})"
-        )
+    try:
+        check_table_tokenizer(table, tokenizer, "--prealign-table")
+    except ValueError as e:
+        parser.error(str(e))
     unknown = [lang for lang in languages or () if lang not in table.languages]
     if unknown:
         parser.error(

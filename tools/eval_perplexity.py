@@ -65,10 +65,10 @@ def main(argv=None) -> int:
             p.error(f"--alignment-table: {exc}")
     model, cfg, meta, tok = load_from_args(args, p)
     if table is not None:
-        from megatron_prealign.tokenizer import check_table_tokenizer
+        from megatron_prealign.alignment import check_table_tokenizer
 
         try:
-            check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
+            check_table_tokenizer(table, tok, "--alignment-table")
             table.validate(tok.vocab_size)
         except ValueError as exc:
             p.error(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}")

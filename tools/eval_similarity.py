@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from megatron_prealign.eval.loading import checkpoint_record, load_from_args
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
-    from megatron_prealign.tokenizer import check_table_tokenizer
+    from megatron_prealign.alignment import check_table_tokenizer
 
     try:
         table = AlignmentTable.load(args.alignment_table)
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         args.iteration = it
         model, cfg, meta, tok = load_from_args(args, p)
         try:
-            check_table_tokenizer(table.tokenizer, tok, "--alignment-table", args.alignment_table)
+            check_table_tokenizer(table, tok, "--alignment-table")
             table.validate(tok.vocab_size)
         except ValueError as exc:
             p.error(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}")

@@ -86,11 +86,11 @@ def _name_pieces(args, parser, tokenizer):
     if args.name_pieces == "corpus":
         if not args.name_corpus:
             parser.error("--name-pieces corpus needs --name-corpus")
-        from megatron_prealign.tokenizer.train import iter_text_files
+        from megatron_prealign.data.readers import iter_documents
 
         counts = Counter()
         try:
-            for doc in iter_text_files(args.name_corpus):
+            for doc in iter_documents(args.name_corpus):
                 counts.update(base.tokenize(doc))
         except (OSError, ValueError) as exc:
             parser.error(f"--name-corpus: {exc}")

@@ -22,8 +22,8 @@ import argparse
 import sys
 import time
 
+from megatron_prealign.data.en_clone import clone_indexed_dataset
 from megatron_prealign.tokenizer import EnCloneTokenizer, add_tokenizer_args, build_tokenizer_from_args
-from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
 
 
 def get_args(argv=None):

@@ -134,11 +134,11 @@ def build_codeswitcher(args: argparse.Namespace, tokenizer):
         raise InputError(f"--codeswitch: the codeswitching modules are not available ({err})") from None
     if not os.path.isfile(args.prealign_table):
         raise InputError(f"--prealign-table: no such file: {args.prealign_table}")
-    from megatron_prealign.tokenizer import check_table_tokenizer
+    from megatron_prealign.alignment import check_table_tokenizer
 
     table = AlignmentTable.load(args.prealign_table)
     try:
-        check_table_tokenizer(table.tokenizer, tokenizer, "--prealign-table", args.prealign_table)
+        check_table_tokenizer(table, tokenizer, "--prealign-table")
     except ValueError as err:
         raise InputError(str(err)) from None
     table.validate(tokenizer.vocab_size)

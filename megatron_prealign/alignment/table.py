@@ -262,3 +262,32 @@ class AlignmentTable:
         if n is not None and int(n) != len(entries):
             raise ValueError(f"{path}: header says {n} entries, file has {len(entries)} (truncated?)")
         return table
+
+
+def check_table_tokenizer(table: AlignmentTable, tokenizer: Any, flag: str) -> None:
+    """Refuse an alignment table built for another tokenizer than ``tokenizer`` (one line).
+
+    The one "table was built for this tokenizer" check, used by every tool and by training.
+    A table without a tokenizer record (older tables) passes: its ids are still checked
+    against the vocabulary by :meth:`AlignmentTable.validate`.
+
+    Args:
+        table: the loaded table (its recorded ``describe()`` is ``table.tokenizer``).
+        tokenizer: the tokenizer in use (needs ``describe()`` and ``vocab_size``).
+        flag: the command-line flag naming the table (``--alignment-table``).
+
+    Raises:
+        ValueError: the two tokenizers differ (names ``flag`` and the table's path).
+    """
+    from megatron_prealign.tokenizer.base import same_tokenizer
+
+    recorded = table.tokenizer
+    describe = getattr(tokenizer, "describe", None)
+    if not recorded or describe is None:
+        return
+    mine = describe()
+    if not same_tokenizer(recorded, mine):
+        raise ValueError(
+            f"{flag} {table.path}: was built for another tokenizer ({recorded.get('type')}, vocab "
+            f"{recorded.get('vocab_size')}) than this run's ({mine.get('type')}, vocab {tokenizer.vocab_size})"
+        )

@@ -120,7 +120,7 @@ def count_words(documents: Iterable[str], config: Optional[WordCountConfig] = No
     """Count word surface forms over a stream of documents.
 
     Args:
-        documents (Iterable[str]): documents (e.g. ``iter_text_files(paths, json_keys)``).
+        documents (Iterable[str]): documents (e.g. ``megatron_prealign.data.readers.iter_documents(paths, json_keys)``).
         config (Optional[WordCountConfig]): parallelism, limit, progress.
 
     Returns:

@@ -11,7 +11,7 @@
 """
 
 from megatron_prealign.tokenizer.arguments import add_tokenizer_args, build_tokenizer_from_args
-from megatron_prealign.tokenizer.base import PreAlignTokenizer, check_table_tokenizer, same_tokenizer
+from megatron_prealign.tokenizer.base import PreAlignTokenizer, same_tokenizer
 from megatron_prealign.tokenizer.en_clone import EN_CLONE_LANGUAGE, EnCloneTokenizer
 from megatron_prealign.tokenizer.tokenizer import (
     TOKENIZER_TYPES,
@@ -30,7 +30,6 @@ __all__ = [
     "build_tokenizer",
     "PreAlignTokenizer",
     "same_tokenizer",
-    "check_table_tokenizer",
     "EnCloneTokenizer",
     "EN_CLONE_LANGUAGE",
     "TOKENIZER_TYPES",

@@ -306,33 +306,6 @@ def same_tokenizer(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return True
 
 
-def check_table_tokenizer(table_tokenizer: Optional[Dict[str, Any]], tokenizer: Any, flag: str, path: str) -> None:
-    """Refuse an alignment table built for another tokenizer than ``tokenizer`` (one line).
-
-    The single copy of the "table was built for this tokenizer" check used by every tool and by
-    training. A table without a tokenizer record (older tables) passes: its ids are still checked
-    against the vocabulary by ``AlignmentTable.validate``.
-
-    Args:
-        table_tokenizer: the table's recorded ``describe()`` (``AlignmentTable.tokenizer``).
-        tokenizer: the tokenizer in use (needs ``describe()`` and ``vocab_size``).
-        flag: the command-line flag naming the table (``--alignment-table``).
-        path: the table's path.
-
-    Raises:
-        ValueError: the two tokenizers differ.
-    """
-    describe = getattr(tokenizer, "describe", None)
-    if not table_tokenizer or describe is None:
-        return
-    mine = describe()
-    if not same_tokenizer(table_tokenizer, mine):
-        raise ValueError(
-            f"{flag} {path}: was built for another tokenizer ({table_tokenizer.get('type')}, vocab "
-            f"{table_tokenizer.get('vocab_size')}) than this run's ({mine.get('type')}, vocab {tokenizer.vocab_size})"
-        )
-
-
 def check_file(path: Optional[str], flag: str) -> str:
     """Return ``path`` when it names an existing file, else raise a one-line error naming ``flag``.
 
