@@ -1,7 +1,6 @@
 """Tests for megatron_prealign/tokenizer/train.py and tools/train_tokenizer.py (its corpus reader:
 tests/test_readers.py, ``iter_documents``)."""
 
-import gzip
 import importlib.util
 import json
 import os

@@ -80,7 +80,7 @@ def _name_pieces(args, parser, tokenizer):
     """(NamePieces, set of piece token ids) for --name-pieces corpus/vocab."""
     from collections import Counter
 
-    from megatron_prealign.eval import clka
+    from megatron_prealign.synthetic import clka
 
     base = getattr(tokenizer, "base", tokenizer)
     if args.name_pieces == "corpus":
@@ -112,7 +112,8 @@ def _name_pieces(args, parser, tokenizer):
 
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
-    from megatron_prealign.eval import clka
+    from megatron_prealign.synthetic import clka
+    from megatron_prealign.eval.clka import familiarity_baseline
     from megatron_prealign.platform.files import atomic_path, write_json_atomic as write_json
     from megatron_prealign.tokenizer import build_tokenizer_from_args
 
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
         "names": clka.name_token_stats(artificial + [f.subject for f in facts], tokenizer.tokenize, piece_ids),
         # the objects the options differ in (artificial and closed-class, e.g. countries)
         "option_objects": clka.name_token_stats(list(objects.values()), tokenizer.tokenize, piece_ids),
-        "familiarity_en": clka.familiarity_baseline(clka.build_test_items(facts, "en", seed=args.seed), text, "en").__dict__,
+        "familiarity_en": familiarity_baseline(clka.build_test_items(facts, "en", seed=args.seed), text, "en").__dict__,
     }
     n, o = stats["names"], stats["option_objects"]
     print(f"names ({args.name_pieces}): {n['mean_tokens_per_name']:.2f} tokens per name (min {n['min_tokens_per_name']}, "
