@@ -524,8 +524,7 @@ class Codeswitcher:
     """Codeswitches documents in C++ (see the module docstring for the exact algorithm).
 
     The table is compiled once into flat arrays and a hash map; :meth:`apply` is cheap per call
-    and releases the GIL. Picklable: the flat arrays travel and the C++ engine is rebuilt on
-    unpickling (milliseconds), so it can be handed to multiprocessing workers.
+    and releases the GIL (threads share one object).
 
     Args:
         table: an ``AlignmentTable`` (``.entries`` with ``.ids`` and ``.translations``, and
@@ -624,19 +623,6 @@ class Codeswitcher:
             self._follow,
             self._lead,
         )
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_engine"]
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        import threading
-
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._engine = self._build_engine()
 
     def applied_stats(self) -> CodeswitchStats:
         """Counts summed over every :meth:`apply` call of this object (thread-safe)."""
