@@ -15,13 +15,8 @@ import numpy as np
 import pytest
 
 from megatron_prealign.alignment import AlignmentEntry, AlignmentTable, Translation
-from megatron_prealign.data.codeswitch import (
-    CodeswitchConfig,
-    Codeswitcher,
-    _mix64,
-    codeswitch_dataset,
-    reference_codeswitch,
-)
+from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher, codeswitch_dataset
+from megatron_prealign.data.codeswitch_reference import _mix64, reference_codeswitch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
