@@ -330,14 +330,7 @@ class CodeswitchEngine : private CandidateIndex {
         py::array_t<uint8_t> mask_a(static_cast<py::ssize_t>(mask.size()));
         if (!out.empty()) std::memcpy(out_a.mutable_data(), out.data(), out.size() * sizeof(int32_t));
         if (!mask.empty()) std::memcpy(mask_a.mutable_data(), mask.data(), mask.size());
-        py::array_t<int64_t> counts_a(static_cast<py::ssize_t>(4 + n_languages_));
-        int64_t* cp = counts_a.mutable_data();
-        cp[0] = counts.words;
-        cp[1] = counts.eligible;
-        cp[2] = counts.drawn;
-        cp[3] = counts.substituted;
-        for (size_t l = 0; l < n_languages_; ++l) cp[4 + l] = counts.per_language[l];
-        return py::make_tuple(out_a, mask_a, counts_a);
+        return py::make_tuple(out_a, mask_a, counts.as_array());
     }
 
     // Rewrites a whole .bin in bounded blocks on several threads (codeswitch_pipeline.cpp).

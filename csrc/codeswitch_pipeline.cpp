@@ -189,14 +189,7 @@ py::tuple CodeswitchEngine::run_dataset(const std::string& in_bin, const std::st
 
     Counts total(n_languages_);
     for (const auto& c : worker_counts) total.add(c);
-    py::array_t<int64_t> counts_a(static_cast<py::ssize_t>(4 + n_languages_));
-    int64_t* cp = counts_a.mutable_data();
-    cp[0] = total.words;
-    cp[1] = total.eligible;
-    cp[2] = total.drawn;
-    cp[3] = total.substituted;
-    for (size_t l = 0; l < n_languages_; ++l) cp[4 + l] = total.per_language[l];
-    return py::make_tuple(new_lengths_a, counts_a);
+    return py::make_tuple(new_lengths_a, total.as_array());
 }
 
 py::tuple CodeswitchEngine::process_dataset(const std::string& in_bin, const std::string& out_bin, const std::string& out_mask,

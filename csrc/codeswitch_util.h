@@ -236,6 +236,17 @@ struct Counts {
         substituted += o.substituted;
         for (size_t i = 0; i < per_language.size(); ++i) per_language[i] += o.per_language[i];
     }
+    // [words, eligible, drawn, substituted, per language...] (what Python's CodeswitchStats reads)
+    py::array_t<int64_t> as_array() const {
+        py::array_t<int64_t> a(static_cast<py::ssize_t>(4 + per_language.size()));
+        int64_t* p = a.mutable_data();
+        p[0] = words;
+        p[1] = eligible;
+        p[2] = drawn;
+        p[3] = substituted;
+        for (size_t l = 0; l < per_language.size(); ++l) p[4 + l] = per_language[l];
+        return a;
+    }
 };
 
 }  // namespace cs
