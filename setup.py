@@ -5,7 +5,6 @@ The package ships one compiled extension, ``megatron_prealign._C`` (pybind11, so
 corpus scale. Install with ``pip install -e .`` (or ``pip install .``); see README.md.
 """
 
-import glob
 import os
 
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -16,7 +15,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ext_modules = [
     Pybind11Extension(
         "megatron_prealign._C",
-        sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, "csrc", "*.cpp"))),
+        # module.cpp registers each concern; the codeswitcher is split along its seams: the
+        # candidate index and kernel (headers, inlined into both units), the file pipeline, the binding
+        ["csrc/module.cpp", "csrc/codeswitch.cpp", "csrc/codeswitch_pipeline.cpp"],
+        depends=["csrc/common.h", "csrc/codeswitch_util.h", "csrc/candidate_index.h", "csrc/codeswitch_engine.h"],
         include_dirs=[os.path.join(HERE, "csrc")],
         cxx_std=17,
         extra_compile_args=["-O3", "-pthread"],

@@ -39,15 +39,10 @@ import time
 import numpy as np
 
 from megatron_prealign.alignment import AlignmentEntry, AlignmentTable, Translation
-from megatron_prealign.data.codeswitch import (
-    CodeswitchConfig,
-    Codeswitcher,
-    _as_masks,
-    _Index,
-    _merged_candidates,
-    _reference_document,
-    _write_index,
-)
+from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher
+from megatron_prealign.data.codeswitch_reference import _reference_document
+from megatron_prealign.data.codeswitch_table import as_masks, boundary_arrays, merged_candidates
+from megatron_prealign.data.indexed import write_index
 
 VOCAB = 50257
 EOD = 50256
@@ -109,7 +104,7 @@ def write_corpus(prefix: str, words, n_tokens: int, seed: int, doc_tokens: int =
             written += toks.size
     lengths = np.array(lengths, np.int32)
     docs = np.arange(lengths.size + 1, dtype=np.int64)
-    _write_index(prefix + ".idx", np.dtype(np.uint16), lengths, _Index(np.dtype(np.uint16), lengths, None, docs, None))
+    write_index(prefix + ".idx", np.uint16, lengths, docs)
 
 
 def numpy_copy(src: str, dst: str, chunk: int = 1 << 22) -> None:
@@ -215,14 +210,15 @@ def main() -> None:
         print(f"pass: {stats[1].describe()}")
 
         # Python reference on a subset (table merge excluded: per-token work only)
-        wsm, special = _as_masks(ws, [EOD])
-        cands, _, _ = _merged_candidates(table, VOCAB, special, None)
+        wsm, special = as_masks(ws, [EOD])
+        cands, _, _ = merged_candidates(table, VOCAB, special, None)
         ws_list, special_list = wsm.tolist(), special.tolist()
+        edges = [a.tolist() for a in boundary_arrays(None, special)]  # opener, follow, lead
         data = np.fromfile(src + ".bin", dtype=np.uint16, count=args.reference_tokens)
         docs = [data[i : i + 1000] for i in range(0, data.size, 1000)]
         t, c = time.perf_counter(), time.process_time()
         for i, d in enumerate(docs):
-            _reference_document(d, i, cands, ws_list, special_list, cfg)
+            _reference_document(d, i, cands, ws_list, special_list, cfg, *edges)
         t_ref = (time.perf_counter() - t) * n / data.size
         c_ref = (time.process_time() - c) * n / data.size
 

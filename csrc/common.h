@@ -7,7 +7,6 @@
 
 namespace prealign {
 
-void register_words(pybind11::module_& m);
 void register_codeswitch(pybind11::module_& m);
 
 }  // namespace prealign

@@ -3,6 +3,5 @@
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "megatron-prealign compiled passes over Megatron token streams";
-    prealign::register_words(m);
     prealign::register_codeswitch(m);
 }

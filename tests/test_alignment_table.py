@@ -92,3 +92,19 @@ def test_failed_save_leaves_nothing(tmp_path):
     with pytest.raises(TypeError):
         t.save(str(tmp_path / "t.jsonl"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_table_tokenizer_refuses_another_tokenizer():
+    from megatron_prealign.alignment import check_table_tokenizer
+    from megatron_prealign.tokenizer import build_tokenizer
+
+    t = _table()
+    t.path = "t.jsonl"
+    same = build_tokenizer("NullTokenizer", vocab_size=11)  # NullTokenizer: vocab_size + 1 ids (EOD)
+    t.tokenizer = same.describe()
+    check_table_tokenizer(t, same, "--prealign-table")
+    other = build_tokenizer("NullTokenizer", vocab_size=20)
+    with pytest.raises(ValueError, match=r"^--prealign-table t\.jsonl: was built for another tokenizer \(NullTokenizer, vocab 12\)"):
+        check_table_tokenizer(t, other, "--prealign-table")
+    t.tokenizer = {}  # tables without a tokenizer record pass (their ids are validated instead)
+    check_table_tokenizer(t, other, "--prealign-table")

@@ -28,7 +28,8 @@ from megatron_prealign.alignment.boundaries import (  # noqa: E402
 from megatron_prealign.alignment.build import AlignmentBuildConfig, build_alignment_table  # noqa: E402
 from megatron_prealign.alignment.dictionaries import read_dictionary  # noqa: E402
 from megatron_prealign.alignment.words import count_words, select_words, WordCountConfig  # noqa: E402
-from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher, reference_codeswitch  # noqa: E402
+from megatron_prealign.data.codeswitch import CodeswitchConfig, Codeswitcher  # noqa: E402
+from megatron_prealign.data.codeswitch_reference import reference_codeswitch  # noqa: E402
 
 SENTENCES = [
     "I can't believe the bank is closed.",

@@ -85,7 +85,7 @@ def _write_dataset(prefix, docs, dtype):
 def test_clone_indexed_dataset_against_megatron_reader(tmp_path, n_base):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     tok = EnCloneTokenizer(build_tokenizer("NullTokenizer", vocab_size=n_base))
     rng = np.random.default_rng(0)
@@ -106,10 +106,15 @@ def test_clone_indexed_dataset_against_megatron_reader(tmp_path, n_base):
         expect = np.where(e == tok.eod, e, e + n_base + 1)
         assert np.array_equal(out[i].astype(np.int64), expect)
     assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+    # byte-identical to megatron-core's builder fed the cloned documents
+    cloned = [[np.where(s == tok.eod, s, s + n_base + 1) for s in doc] for doc in docs]
+    _write_dataset(str(tmp_path / "ref"), cloned, out.index.dtype)
+    for ext in (".bin", ".idx"):
+        assert open(dst + ext, "rb").read() == open(str(tmp_path / "ref") + ext, "rb").read()
 
 
 def test_clone_rejects_ids_outside_vocab(tmp_path):
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     src = str(tmp_path / "en")
     _write_dataset(src, [[np.array([1, 2, 60])]], np.uint16)
@@ -165,7 +170,7 @@ def test_clone_truncated_index_is_one_line_error(tmp_path):
     # regression: a truncated .idx raised megatron-core's "buffer is smaller than requested size"
     # (plus an AttributeError traceback from IndexedDataset.__del__)
     from megatron_prealign.data.indexed import IndexedDatasetError
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     src = str(tmp_path / "en")
     _write_dataset(src, [[np.array([1, 2, 3, 50])], [np.array([4, 5, 50])]], np.uint16)

@@ -7,36 +7,37 @@ import pytest
 import torch
 
 from megatron_prealign.eval import clka
-from megatron_prealign.eval.clka_templates import CLOSED_ENTITIES, LANGUAGES, RELATIONS
+from megatron_prealign.synthetic import clka as gen
+from megatron_prealign.synthetic.clka_templates import CLOSED_ENTITIES, LANGUAGES, RELATIONS
 
 
 def test_transliteration_is_recognisable_across_scripts():
     name = [["ka", "mo", "ri"], ["da", "ve", "tu"]]
-    assert clka.render_name(name, "en") == "Kamori Davetu"
-    assert clka.render_name(name, "de") == "Kamori Davetu"
-    assert clka.render_name(name, "ru") == "Камори Давету"
-    assert clka.render_name(name, "ar") == "كاموري دافيتو"
-    assert clka.render_name(name, "zh") == "卡莫里·达韦图"
+    assert gen.render_name(name, "en") == "Kamori Davetu"
+    assert gen.render_name(name, "de") == "Kamori Davetu"
+    assert gen.render_name(name, "ru") == "Камори Давету"
+    assert gen.render_name(name, "ar") == "كاموري دافيتو"
+    assert gen.render_name(name, "zh") == "卡莫里·达韦图"
     with pytest.raises(ValueError, match="no name rendering for language 'fr'"):
-        clka.render_name(name, "fr")
+        gen.render_name(name, "fr")
 
 
 def test_generator_deterministic_and_seed_dependent():
-    cfg = clka.CLKAConfig(seed=7, facts_per_period=40, num_periods=2, object_pool_size=30)
-    a = [clka.fact_record(f) for f in clka.generate_facts(cfg)]
-    b = [clka.fact_record(f) for f in clka.generate_facts(cfg)]
-    c = [clka.fact_record(f) for f in clka.generate_facts(clka.CLKAConfig(seed=8, facts_per_period=40, num_periods=2, object_pool_size=30))]
+    cfg = gen.CLKAConfig(seed=7, facts_per_period=40, num_periods=2, object_pool_size=30)
+    a = [gen.fact_record(f) for f in gen.generate_facts(cfg)]
+    b = [gen.fact_record(f) for f in gen.generate_facts(cfg)]
+    c = [gen.fact_record(f) for f in gen.generate_facts(gen.CLKAConfig(seed=8, facts_per_period=40, num_periods=2, object_pool_size=30))]
     assert a == b and a != c
-    assert json.dumps(clka.build_test_items(clka.generate_facts(cfg), "ru")) == json.dumps(clka.build_test_items(clka.generate_facts(cfg), "ru"))
+    assert json.dumps(gen.build_test_items(gen.generate_facts(cfg), "ru")) == json.dumps(gen.build_test_items(gen.generate_facts(cfg), "ru"))
     assert [f["period"] for f in a] == [0] * 40 + [1] * 40
     assert sorted({f["frequency"] for f in a}) == [1, 2, 5, 10]
 
 
 def test_test_items_true_statement_and_same_type_distractors():
-    facts = clka.generate_facts(clka.CLKAConfig(seed=3, facts_per_period=60, object_pool_size=20))
+    facts = gen.generate_facts(gen.CLKAConfig(seed=3, facts_per_period=60, object_pool_size=20))
     by_pid = {r.pid: r for r in RELATIONS}
     for lang in LANGUAGES:
-        items = clka.build_test_items(facts, lang)
+        items = gen.build_test_items(facts, lang)
         for f, item in zip(facts, items):
             assert len(item["options"]) == 4 and len(set(item["options"])) == 4
             true = by_pid[f.pid].templates[lang].format(s=f.subject.forms[lang], o=f.object.forms[lang])
@@ -56,24 +57,24 @@ def test_test_items_true_statement_and_same_type_distractors():
 
 
 def test_missing_language_is_one_line_error():
-    facts = clka.generate_facts(clka.CLKAConfig(facts_per_period=4, object_pool_size=5))
+    facts = gen.generate_facts(gen.CLKAConfig(facts_per_period=4, object_pool_size=5))
     with pytest.raises(ValueError, match=r"^no CLKA templates for language 'fr' \(have: en, de, zh, ru, ar, en_clone\)$"):
-        clka.build_test_items(facts, "fr")
+        gen.build_test_items(facts, "fr")
 
 
 def test_knowledge_statements_repeat_by_frequency():
-    facts = clka.generate_facts(clka.CLKAConfig(facts_per_period=8, frequencies=(1, 3), object_pool_size=5))
-    docs = clka.knowledge_statements(facts)
+    facts = gen.generate_facts(gen.CLKAConfig(facts_per_period=8, frequencies=(1, 3), object_pool_size=5))
+    docs = gen.knowledge_statements(facts)
     assert len(docs) == 4 * 1 + 4 * 3
     for f in facts:
-        assert docs.count(clka.statement(f.pid, f.subject, f.object, "en")) == f.frequency
+        assert docs.count(gen.statement(f.pid, f.subject, f.object, "en")) == f.frequency
 
 
 def test_write_token_documents_roundtrip(tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     docs = [[5, 6, 0], [7, 0], [1, 2, 3, 4, 0]]
-    n_docs, n_tok = clka.write_token_documents(str(tmp_path / "k_text_document"), docs, vocab_size=100)
+    n_docs, n_tok = gen.write_token_documents(str(tmp_path / "k_text_document"), docs, vocab_size=100)
     assert (n_docs, n_tok) == (3, 10)
     ds = IndexedDataset(str(tmp_path / "k_text_document"))
     assert [ds[i].tolist() for i in range(3)] == docs and ds[0].dtype == np.uint16
@@ -116,7 +117,7 @@ def bigram_model(single_process_parallel_state):
 
 
 def test_model_certain_of_one_option(bigram_model):
-    from megatron_prealign.eval import reference_models as rm
+    import reference_models as rm
     from megatron_prealign.eval.scoring import score_sequences
 
     table = torch.full((8, 8), -12.0)
@@ -145,14 +146,14 @@ def _naive_familiarity(items, text):
 
 
 @pytest.mark.parametrize("cfg", [
-    clka.CLKAConfig(seed=5, facts_per_period=96, num_periods=2, object_pool_size=12),
-    clka.CLKAConfig(seed=9, facts_per_period=200, frequencies=(1, 2, 5, 10), object_pool_size=40),
-    clka.CLKAConfig(seed=2, facts_per_period=40, frequencies=(3,), num_distractors=4, object_pool_size=10),
+    gen.CLKAConfig(seed=5, facts_per_period=96, num_periods=2, object_pool_size=12),
+    gen.CLKAConfig(seed=9, facts_per_period=200, frequencies=(1, 2, 5, 10), object_pool_size=40),
+    gen.CLKAConfig(seed=2, facts_per_period=40, frequencies=(3,), num_distractors=4, object_pool_size=10),
 ])
 def test_every_option_object_occurs_as_often_as_the_true_object(cfg):
-    facts = clka.generate_facts(cfg)
-    text = "\n".join(clka.knowledge_statements(facts, language="en"))
-    items = clka.build_test_items(facts, "en")
+    facts = gen.generate_facts(cfg)
+    text = "\n".join(gen.knowledge_statements(facts, language="en"))
+    items = gen.build_test_items(facts, "en")
     assert len(items) == cfg.facts_per_period * cfg.num_periods
     for f, it in zip(facts, items):
         true = f.object.forms["en"]
@@ -161,7 +162,7 @@ def test_every_option_object_occurs_as_often_as_the_true_object(cfg):
         assert counts == [counts[it["answer"]]] * len(counts) and counts[0] >= f.frequency
         # the option statements differ exactly in the object
         for opt, obj in zip(it["options"], it["objects_en"]):
-            assert opt == clka.statement(f.pid, f.subject, clka.Entity("x", "x", {"en": obj}), "en")
+            assert opt == gen.statement(f.pid, f.subject, gen.Entity("x", "x", {"en": obj}), "en")
     # familiarity is exactly at chance, by an independent naive count and by the library
     chance = 100.0 / (cfg.num_distractors + 1)
     assert _naive_familiarity(items, text) == pytest.approx(chance)
@@ -190,17 +191,17 @@ def test_chance_and_stderr_reported():
 
 
 def test_latin_names_render_in_every_script():
-    assert clka.render_latin_word("kamori", "ru") == "Камори" and clka.render_latin_word("kamori", "ar") == "كاموري"
-    assert clka.render_latin_word("kamori", "zh") == "卡莫里"  # same as the CV-syllable rendering
-    assert clka.render_latin_word("thelwin", "en", capitalize=False) == "thelwin"
-    assert clka.render_latin_word("thelwin", "zh") == "泰里努"  # th-e (t), lw-i (l ~ r), n (trailing consonant: u row)
+    assert gen.render_latin_word("kamori", "ru") == "Камори" and gen.render_latin_word("kamori", "ar") == "كاموري"
+    assert gen.render_latin_word("kamori", "zh") == "卡莫里"  # same as the CV-syllable rendering
+    assert gen.render_latin_word("thelwin", "en", capitalize=False) == "thelwin"
+    assert gen.render_latin_word("thelwin", "zh") == "泰里努"  # th-e (t), lw-i (l ~ r), n (trailing consonant: u row)
     with pytest.raises(ValueError, match="lowercase a-z"):
-        clka.render_latin_word("Ab", "en")
+        gen.render_latin_word("Ab", "en")
 
 
 @pytest.fixture(scope="module")
 def tiny_bpe(tmp_path_factory):
-    from megatron_prealign.data import synthetic
+    from megatron_prealign.synthetic import english as synthetic
     from megatron_prealign.tokenizer import build_tokenizer
     from megatron_prealign.tokenizer.train import train_byte_level_bpe
 
@@ -270,10 +271,10 @@ def test_vocab_piece_names(tiny_bpe):
 
 
 def test_attach_objects_to_older_items(tmp_path):
-    facts = clka.generate_facts(clka.CLKAConfig(seed=4, facts_per_period=12, object_pool_size=8))
-    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(clka.fact_record(f)) + "\n" for f in facts))
+    facts = gen.generate_facts(gen.CLKAConfig(seed=4, facts_per_period=12, object_pool_size=8))
+    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(gen.fact_record(f)) + "\n" for f in facts))
     for lang in ("en", "ru"):
-        new = clka.build_test_items(facts, lang)
+        new = gen.build_test_items(facts, lang)
         old = [{k: v for k, v in it.items() if k not in ("objects", "objects_en")} for it in new]
         assert clka.attach_objects(old, str(tmp_path / "facts.jsonl")) == new
     bad = [dict(old[0], options=["x"] + old[0]["options"][1:])]

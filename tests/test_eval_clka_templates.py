@@ -1,6 +1,6 @@
 """CLKA relation templates and closed-class entity tables."""
 
-from megatron_prealign.eval.clka_templates import CLOSED_ENTITIES, LANGUAGES, OPEN_TYPES, RELATIONS
+from megatron_prealign.synthetic.clka_templates import CLOSED_ENTITIES, LANGUAGES, OPEN_TYPES, RELATIONS
 
 
 def test_relations_are_wikidata_ids_with_all_templates():

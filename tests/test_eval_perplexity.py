@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from megatron_prealign.eval import perplexity as ppl
-from megatron_prealign.eval import reference_models as rm
+import reference_models as rm
 
 V = 8
 
@@ -73,7 +73,7 @@ def model(single_process_parallel_state):
 
 
 def test_uniform_model_perplexity_is_vocab_size(model, tmp_path):
-    from megatron_prealign.eval.clka import write_token_documents
+    from megatron_prealign.synthetic.clka import write_token_documents
 
     rm.set_uniform_weights(model)
     docs = [[1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3], [4, 5], [6]]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from megatron_prealign.eval import reference_models as rm
+import reference_models as rm
 
 
 def _build(**kw):

@@ -1,22 +1,8 @@
-"""Atomic JSON writing and table formatting."""
+"""Result table formatting (atomic JSON writing: tests/test_platform_files.py)."""
 
-import json
 import math
-import os
-
-import pytest
 
 from megatron_prealign.eval import results
-
-
-def test_write_json_atomic(tmp_path):
-    path = tmp_path / "sub" / "r.json"
-    results.write_json_atomic(str(path), {"a": 1, "ü": "中"})
-    assert json.loads(path.read_text(encoding="utf-8")) == {"a": 1, "ü": "中"}
-    with pytest.raises(TypeError):
-        results.write_json_atomic(str(path), {"bad": object()})
-    assert json.loads(path.read_text(encoding="utf-8")) == {"a": 1, "ü": "中"}  # old file intact
-    assert os.listdir(path.parent) == ["r.json"]  # no temporary left behind
 
 
 def test_tables():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from megatron_prealign.eval import reference_models as rm
+import reference_models as rm
 from megatron_prealign.eval import scoring
 from megatron_prealign.eval.runtime import seed_model_parallel_rng
 

@@ -21,7 +21,7 @@ def _tool(name):
 def setup(tmp_path_factory, single_process_parallel_state):
     from megatron.core import dist_checkpointing
 
-    from megatron_prealign.eval import clka
+    from megatron_prealign.synthetic import clka
     from megatron_prealign.eval.runtime import seed_model_parallel_rng
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
     from megatron_prealign.tokenizer import EnCloneTokenizer, build_tokenizer
@@ -86,7 +86,7 @@ def test_eval_clka_missing_checkpoint_leaves_no_result(setup, tmp_path):
 
 def test_eval_perplexity_tool(setup, tmp_path, capsys):
     from megatron_prealign.alignment import AlignmentEntry, AlignmentTable, Translation
-    from megatron_prealign.eval.clka import write_token_documents
+    from megatron_prealign.synthetic.clka import write_token_documents
 
     tok = setup["tok"]
     docs = [tok.tokenize("The cat sat on the mat.") + [tok.eod], tok.tokenize("A man is walking.") + [tok.eod]]
@@ -264,7 +264,7 @@ def _exit_message(capsys, fn):
 
 
 def test_eval_perplexity_and_similarity_refuse_a_table_of_another_tokenizer(setup, tmp_path, capsys):
-    from megatron_prealign.eval.clka import write_token_documents
+    from megatron_prealign.synthetic.clka import write_token_documents
 
     tok = setup["tok"]
     table = _other_tokenizer_table(setup, tmp_path)
@@ -281,7 +281,7 @@ def test_eval_perplexity_and_similarity_refuse_a_table_of_another_tokenizer(setu
 
 
 def test_eval_perplexity_validates_its_data(setup, tmp_path, capsys):
-    from megatron_prealign.eval.clka import write_token_documents
+    from megatron_prealign.synthetic.clka import write_token_documents
 
     tok = setup["tok"]
     docs = [tok.tokenize("The cat sat on the mat.") + [tok.eod], tok.tokenize("A man is walking.") + [tok.eod]]

@@ -423,12 +423,12 @@ def test_stale_temp_files_of_dead_writers_are_removed_live_ones_kept(tmp_path):
 
 
 def test_writers_clean_stale_temp_files_of_their_output(tmp_path, bpe_dir):
-    from megatron_prealign.eval.results import write_json_atomic
+    from megatron_prealign.platform.files import write_json_atomic
     from megatron_prealign.tokenizer import EnCloneTokenizer
-    from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+    from megatron_prealign.data.en_clone import clone_indexed_dataset
 
     dead = dead_pid()
-    stale = [f"en_text_document.bin.tmp-{dead}", f"en_text_document.idx.tmp-{dead}", f"clone.tmp-{dead}.bin",
+    stale = [f"en_text_document.bin.tmp-{dead}", f"en_text_document.idx.tmp-{dead}", f"clone.bin.tmp-{dead}",
              f"res.json.tmp-{dead}"]
     for n in stale:
         (tmp_path / n).write_text("x")

@@ -15,6 +15,9 @@ from megatron_prealign.data.indexed import (
     document_prefix,
     loss_mask_prefix,
     open_indexed_dataset,
+    read_index,
+    write_documents,
+    write_index,
 )
 
 DOCS = [np.array([5, 6, 7]), np.array([8]), np.array([9, 10, 11, 12])]
@@ -121,3 +124,39 @@ def test_megatron_builder_keeps_empty_documents_without_a_sequence(tmp_path):
     ds = IndexedDataset(prefix)
     assert len(ds) == 2 and ds.document_indices.tolist() == [0, 1, 1, 2]
     assert check_indexed_dataset(prefix).document_count == 4
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+@pytest.mark.parametrize("multimodal", [False, True])
+def test_write_index_is_byte_identical_to_megatron_builder(tmp_path, dtype, multimodal):
+    """The one hand-written .idx writer (codeswitching, En-Clone) against megatron-core's."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    ref = str(tmp_path / "ref")
+    builder = IndexedDatasetBuilder(ref + ".bin", dtype=dtype, multimodal=multimodal)
+    for _ in range(7):  # documents of several sequences (sentence splitting), modes per sequence
+        for _ in range(int(rng.integers(1, 4))):
+            builder.add_item(torch.from_numpy(rng.integers(0, 200, size=int(rng.integers(1, 6)))), mode=int(rng.integers(0, 3)))
+        builder.end_document()
+    builder.finalize(ref + ".idx")
+    index = read_index(ref)
+    assert index.dtype == np.dtype(dtype) and (index.sequence_modes is not None) == multimodal
+    write_index(str(tmp_path / "ours.idx"), dtype, index.sequence_lengths, index.document_indices, index.sequence_modes)
+    assert open(tmp_path / "ours.idx", "rb").read() == open(ref + ".idx", "rb").read()
+
+
+def test_write_documents_matches_megatron_builder_and_leaves_nothing_on_error(tmp_path):
+    prefix = str(tmp_path / "docs")
+    assert write_documents(prefix, [d.tolist() for d in DOCS], np.uint16) == (3, 8)
+    ref = megatron_write(str(tmp_path / "ref"))
+    for ext in (".bin", ".idx"):
+        assert open(prefix + ext, "rb").read() == open(ref + ext, "rb").read()
+
+    def failing():
+        yield [1, 2]
+        raise RuntimeError("reader failed")
+
+    with pytest.raises(RuntimeError, match="reader failed"):
+        write_documents(str(tmp_path / "bad"), failing(), np.uint16)
+    assert sorted(os.listdir(tmp_path)) == ["docs.bin", "docs.idx", "ref.bin", "ref.idx"]

@@ -49,7 +49,7 @@ def _run_driver(args, timeout):
 
 # ------------------------------------------------------------------------- fast tests
 def test_nli_task_is_balanced_deterministic_and_readable(tmp_path):
-    from megatron_prealign.data.synthetic_nli import LABELS, NLITaskConfig, generate_pairs, write_xnli_task
+    from megatron_prealign.synthetic.nli import LABELS, NLITaskConfig, generate_pairs, write_xnli_task
     from megatron_prealign.eval.nli_formats import read_nli
 
     pairs = generate_pairs(300, seed=5)

@@ -18,6 +18,7 @@ from megatron_prealign.data.readers import (
     decode_record,
     detect_format,
     expand_inputs,
+    iter_documents,
 )
 
 
@@ -206,3 +207,57 @@ def test_several_files_in_order_with_progress(tmp_path):
     out = [decode_record(r, ("text",))[0] for r in reader]
     assert out == [f"a{i}" for i in range(5)] + culturax_table(4)["text"].to_pylist()
     assert reader.progress() == 1.0
+
+
+DOCS = ["The bank of the river.\nSecond line of the bank.", "Money in the bank is safe.", "Zürich café 银行"]
+
+
+def test_iter_documents_all_formats(tmp_path):
+    """The documents word counting and tokenizer training read: every format, strings only."""
+    jl = write_jsonl(tmp_path / "a.jsonl", [{"text": d, "title": f"t{i}"} for i, d in enumerate(DOCS)] + [""])
+    assert list(iter_documents([jl])) == DOCS  # the blank line is an empty document, skipped
+    assert list(iter_documents([jl], ["title"])) == ["t0", "t1", "t2"]
+    gz = write_jsonl(tmp_path / "b.jsonl.gz", [{"text": DOCS[1]}], opener=gzip.open)
+    assert list(iter_documents([gz])) == [DOCS[1]]
+    pqf = tmp_path / "en_part_00000.parquet"
+    pq.write_table(pa.table({"text": DOCS, "url": ["u"] * 3}), str(pqf))
+    assert list(iter_documents([str(pqf), jl])) == DOCS + DOCS
+    with pytest.raises(InputError, match=r"column 'body' not in"):
+        list(iter_documents([str(pqf)], ["body"]))
+    (tmp_path / "c.txt").write_bytes(b"one\r\n\ntwo\n")
+    assert list(iter_documents([str(tmp_path / "c.txt")])) == ["one", "two"]  # as preprocess_data reads it
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "ok"}, "{broken"])
+    with pytest.raises(MalformedRecordError, match=r"bad\.jsonl:2: malformed JSON"):
+        list(iter_documents([bad]))
+    with pytest.raises(InputError, match="--input: no such file"):
+        list(iter_documents([str(tmp_path / "none.jsonl")]))
+
+
+def test_iter_documents_expands_like_preprocess_data(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_jsonl(d / "a.ndjson", [{"text": DOCS[0]}])
+    write_jsonl(d / "b.JSONL", [{"text": [DOCS[1], "", DOCS[2]]}])
+    (d / "notes.md").write_text("ignored by directory expansion\n", encoding="utf-8")
+    expected = [DOCS[0], DOCS[1], DOCS[2]]  # a list value: Megatron's pre-split sentences
+    assert list(iter_documents([str(d / "a.ndjson"), str(d / "b.JSONL")])) == expected
+    assert list(iter_documents([str(d)])) == expected
+    assert list(iter_documents([str(d / "[ab].*")])) == expected
+    with pytest.raises(InputError, match="no file matches"):
+        list(iter_documents([str(d / "*.parquet")]))
+    with pytest.raises(InputError, match="cannot tell the format of"):
+        list(iter_documents([str(d / "notes.md")]))
+    assert list(iter_documents([str(d / "notes.md")], input_format="text")) == ["ignored by directory expansion"]
+
+
+def test_iter_documents_invalid_utf8_names_file_and_line(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(MalformedRecordError, match=r"a\.jsonl:2: invalid UTF-8"):
+        list(iter_documents([str(tmp_path / "a.jsonl")]))
+    with gzip.open(tmp_path / "b.txt.gz", "wb") as f:
+        f.write(b"one\r\ntwo \xff\n")
+    with pytest.raises(MalformedRecordError, match=r"b\.txt\.gz:2: invalid UTF-8"):
+        list(iter_documents([str(tmp_path / "b.txt.gz")]))
+    (tmp_path / "d.txt.gz").write_bytes(b"not gzip")
+    with pytest.raises(InputError, match=r"d\.txt\.gz:1: cannot read"):
+        list(iter_documents([str(tmp_path / "d.txt.gz")]))

@@ -4,7 +4,7 @@ import collections
 import hashlib
 import json
 
-from megatron_prealign.data.synthetic import SyntheticCorpusConfig, generate_documents, write_jsonl
+from megatron_prealign.synthetic.english import SyntheticCorpusConfig, generate_documents, write_jsonl
 
 # sha256 of the first 50 documents for seed 1234: pins the corpus across Python/OS versions, so
 # a quickstart result is reproducible anywhere. Regenerate only on a deliberate grammar change.

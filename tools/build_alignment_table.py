@@ -52,8 +52,8 @@ from megatron_prealign.alignment.words import (
 )
 from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.cli.tool import tool_main
+from megatron_prealign.data.readers import iter_documents
 from megatron_prealign.platform.files import write_json_atomic
-from megatron_prealign.tokenizer.train import iter_text_files
 
 
 def get_args(argv=None):
@@ -116,7 +116,7 @@ def main(argv: List[str]) -> int:
         counts = load_word_counts(args.word_counts)
     else:
         counts = count_words(
-            iter_text_files(args.input, args.json_keys),
+            iter_documents(args.input, args.json_keys),
             WordCountConfig(workers=args.workers, max_documents=args.max_documents,
                             log_interval=args.log_interval),
         )
@@ -159,7 +159,7 @@ def main(argv: List[str]) -> int:
             meta=meta, counts=counts,
         )
     if args.input and args.coverage_documents > 0:
-        docs = itertools.islice(iter_text_files(args.input, args.json_keys), args.coverage_documents)
+        docs = itertools.islice(iter_documents(args.input, args.json_keys), args.coverage_documents)
         report["reach"] = measure_reach(table, tokenizer, docs)
         table.meta.setdefault("coverage", {})["reach"] = report["reach"]
     report_path = args.coverage_report or args.output + ".coverage.json"

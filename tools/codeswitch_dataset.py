@@ -29,12 +29,11 @@ import os
 import sys
 from typing import List
 
-from megatron_prealign.alignment import AlignmentTable
+from megatron_prealign.alignment import AlignmentTable, check_table_tokenizer
 from megatron_prealign.alignment.boundaries import word_boundaries
 from megatron_prealign.data.codeswitch import MODES, CodeswitchConfig, codeswitch_dataset
 from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.cli.tool import tool_main
-from megatron_prealign.tokenizer import same_tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,12 +95,10 @@ def main(argv: List[str]) -> int:
         table = AlignmentTable.load(args.alignment_table)
     except (OSError, ValueError) as e:
         parser.error(f"--alignment-table: {e}")
-    if table.tokenizer and not same_tokenizer(table.tokenizer, tokenizer.describe()):
-        parser.error(
-            f"--alignment-table {args.alignment_table} was built with tokenizer {table.tokenizer.get('type')} "
-            f"(vocab {table.tokenizer.get('vocab_size')}), not the one the tokenizer flags give "
-            f"({tokenizer.describe().get('type')}, vocab {tokenizer.vocab_size})"
-        )
+    try:
+        check_table_tokenizer(table, tokenizer, "--alignment-table")
+    except ValueError as e:
+        parser.error(str(e))
     unknown = [lang for lang in languages or () if lang not in table.languages]
     if unknown:
         parser.error(

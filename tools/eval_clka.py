@@ -55,7 +55,8 @@ def main(argv: List[str]) -> int:
     from megatron_prealign.cli.evaluation import load_from_args
     from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.runtime import is_main_rank
-    from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
+    from megatron_prealign.eval.results import format_table, result_header
+    from megatron_prealign.platform.files import write_json_atomic
     from megatron_prealign.eval.scoring import score_sequences
 
     test_dir = os.path.join(args.test_dir, "test")

@@ -65,7 +65,8 @@ def main(argv: List[str]) -> int:
     from megatron_prealign.eval.loading import checkpoint_record
     from megatron_prealign.eval.nli_formats import NLIFormatError, read_nli
     from megatron_prealign.eval.runtime import is_main_rank
-    from megatron_prealign.eval.results import format_table, result_header, write_json_atomic
+    from megatron_prealign.eval.results import format_table, result_header
+    from megatron_prealign.platform.files import write_json_atomic
     from megatron_prealign.eval.runtime import seed_model_parallel_rng
 
     stats = {}

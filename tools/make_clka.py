@@ -83,17 +83,17 @@ def _name_pieces(args, parser, tokenizer):
     """(NamePieces, set of piece token ids) for --name-pieces corpus/vocab."""
     from collections import Counter
 
-    from megatron_prealign.eval import clka
+    from megatron_prealign.synthetic import clka
 
     base = getattr(tokenizer, "base", tokenizer)
     if args.name_pieces == "corpus":
         if not args.name_corpus:
             parser.error("--name-pieces corpus needs --name-corpus")
-        from megatron_prealign.tokenizer.train import iter_text_files
+        from megatron_prealign.data.readers import iter_documents
 
         counts = Counter()
         try:
-            for doc in iter_text_files(args.name_corpus):
+            for doc in iter_documents(args.name_corpus):
                 counts.update(base.tokenize(doc))
         except (OSError, ValueError) as exc:
             parser.error(f"--name-corpus: {exc}")
@@ -116,8 +116,9 @@ def _name_pieces(args, parser, tokenizer):
 @tool_main("make_clka.py")
 def main(argv: List[str]) -> int:
     parser, args = parse_args(argv)
-    from megatron_prealign.eval import clka
-    from megatron_prealign.eval.results import write_json_atomic
+    from megatron_prealign.synthetic import clka
+    from megatron_prealign.eval.clka import familiarity_baseline
+    from megatron_prealign.platform.files import atomic_path, write_json_atomic as write_json
     from megatron_prealign.cli.tokenizer import build_tokenizer_from_args
 
     try:
@@ -166,7 +167,7 @@ def main(argv: List[str]) -> int:
         "names": clka.name_token_stats(artificial + [f.subject for f in facts], tokenizer.tokenize, piece_ids),
         # the objects the options differ in (artificial and closed-class, e.g. countries)
         "option_objects": clka.name_token_stats(list(objects.values()), tokenizer.tokenize, piece_ids),
-        "familiarity_en": clka.familiarity_baseline(clka.build_test_items(facts, "en", seed=args.seed), text, "en").__dict__,
+        "familiarity_en": familiarity_baseline(clka.build_test_items(facts, "en", seed=args.seed), text, "en").__dict__,
     }
     n, o = stats["names"], stats["option_objects"]
     print(f"names ({args.name_pieces}): {n['mean_tokens_per_name']:.2f} tokens per name (min {n['min_tokens_per_name']}, "
@@ -180,11 +181,9 @@ def main(argv: List[str]) -> int:
           f"every option's object occurs as often as the true one")
 
     out = os.path.abspath(args.output_dir)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(os.path.join(tmp, "test"))
-    os.makedirs(os.path.join(tmp, "knowledge"))
-    try:
+    with atomic_path(out) as tmp:
+        os.makedirs(os.path.join(tmp, "test"))
+        os.makedirs(os.path.join(tmp, "knowledge"))
         with open(os.path.join(tmp, "facts.jsonl"), "w", encoding="utf-8") as fh:
             for f in facts:
                 fh.write(json.dumps(clka.fact_record(f), ensure_ascii=False) + "\n")
@@ -213,21 +212,17 @@ def main(argv: List[str]) -> int:
                 "facts": sum(1 for f in facts if f.period == period),
             })
             print(f"period {period}: {n_docs} statements, {n_tok} tokens -> knowledge/{name}")
-        write_json_atomic(os.path.join(tmp, "schedule.json"), {
+        write_json(os.path.join(tmp, "schedule.json"), {
             "steps_per_period": args.steps_per_period, "knowledge_language": args.knowledge_language, "periods": periods,
         })
-        write_json_atomic(os.path.join(tmp, "manifest.json"), {
+        write_json(os.path.join(tmp, "manifest.json"), {
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items() if k != "name_pieces"},
             "languages": languages, "knowledge_language": args.knowledge_language,
             "tokenizer": tokenizer.describe(), "facts": len(facts), "name_pieces": args.name_pieces,
             "name_case": args.name_case, "name_stats": stats,
         })
         if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            shutil.rmtree(out)  # --overwrite: a folder cannot be renamed over a non-empty one
     print(f"CLKA: {len(facts)} facts, test sets {', '.join(languages)} -> {out}")
     return 0
 

@@ -26,7 +26,7 @@ from typing import List
 from megatron_prealign.cli.tokenizer import add_tokenizer_args, build_tokenizer_from_args
 from megatron_prealign.cli.tool import tool_main
 from megatron_prealign.tokenizer import EnCloneTokenizer
-from megatron_prealign.tokenizer.en_clone import clone_indexed_dataset
+from megatron_prealign.data.en_clone import clone_indexed_dataset
 
 
 def get_args(argv=None):

@@ -135,10 +135,10 @@ def build_codeswitcher(args: argparse.Namespace, tokenizer):
         raise InputError(f"--codeswitch: the codeswitching modules are not available ({err})") from None
     if not os.path.isfile(args.alignment_table):
         raise InputError(f"--alignment-table: no such file: {args.alignment_table}")
-    from megatron_prealign.tokenizer import check_table_tokenizer
+    from megatron_prealign.alignment import check_table_tokenizer
 
     table = AlignmentTable.load(args.alignment_table)
-    check_table_tokenizer(table.tokenizer, tokenizer, "--alignment-table", args.alignment_table)
+    check_table_tokenizer(table, tokenizer, "--alignment-table")
     table.validate(tokenizer.vocab_size)
     languages = None
     if args.codeswitch_languages:

@@ -22,7 +22,6 @@ import sys
 from typing import List
 
 from megatron_prealign.cli.tool import tool_main
-import tempfile
 
 
 @tool_main("summarize_results.py")
@@ -57,12 +56,9 @@ def main(argv: List[str]) -> int:
         text += "\n\nAligned-word alignment per level (centred: each language's mean removed):\n\n" + align
     print(text)
     if args.output:
-        folder = os.path.dirname(os.path.abspath(args.output))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".md", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, args.output)
+        from megatron_prealign.platform.files import write_text_atomic
+
+        write_text_atomic(args.output, text + "\n")
     if args.plot_dir:
         from megatron_prealign.eval.similarity import plot_curves
 

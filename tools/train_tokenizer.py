@@ -21,8 +21,9 @@ from typing import List
 
 from megatron_prealign.cli.tool import tool_main
 
+from megatron_prealign.data.readers import iter_documents
 from megatron_prealign.tokenizer import build_tokenizer
-from megatron_prealign.tokenizer.train import iter_text_files, train_byte_level_bpe
+from megatron_prealign.tokenizer.train import train_byte_level_bpe
 
 
 def get_args(argv=None):
@@ -53,7 +54,7 @@ def main(argv: List[str]) -> int:
 
     def docs():
         nonlocal n
-        for d in iter_text_files(args.input, args.json_keys):
+        for d in iter_documents(args.input, args.json_keys):
             if args.max_documents is not None and n >= args.max_documents:
                 return
             n += 1

@@ -14,6 +14,7 @@ from megatron_prealign.alignment.table import (
     AlignmentEntry,
     AlignmentTable,
     Translation,
+    check_table_tokenizer,
 )
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "AlignmentEntry", "AlignmentTable", "Translation"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "AlignmentEntry", "AlignmentTable", "Translation", "check_table_tokenizer"]

@@ -39,6 +39,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
+from megatron_prealign.platform.files import atomic_open
+
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Translation", "AlignmentEntry", "AlignmentTable"]
 
 FORMAT_NAME = "prealign-alignment-table"
@@ -211,19 +213,10 @@ class AlignmentTable:
 
     def save(self, path: str) -> None:
         """Write the JSONL file under a temporary name, then rename it to ``path``."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.header(), ensure_ascii=False) + "\n")
-                for entry in self.entries:
-                    f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_open(path) as f:
+            f.write(json.dumps(self.header(), ensure_ascii=False) + "\n")
+            for entry in self.entries:
+                f.write(json.dumps(entry.to_json(), ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str) -> "AlignmentTable":
@@ -269,3 +262,32 @@ class AlignmentTable:
         if n is not None and int(n) != len(entries):
             raise ValueError(f"{path}: header says {n} entries, file has {len(entries)} (truncated?)")
         return table
+
+
+def check_table_tokenizer(table: AlignmentTable, tokenizer: Any, flag: str) -> None:
+    """Refuse an alignment table built for another tokenizer than ``tokenizer`` (one line).
+
+    The one "table was built for this tokenizer" check, used by every tool and by training.
+    A table without a tokenizer record (older tables) passes: its ids are still checked
+    against the vocabulary by :meth:`AlignmentTable.validate`.
+
+    Args:
+        table: the loaded table (its recorded ``describe()`` is ``table.tokenizer``).
+        tokenizer: the tokenizer in use (needs ``describe()`` and ``vocab_size``).
+        flag: the command-line flag naming the table (``--alignment-table``).
+
+    Raises:
+        ValueError: the two tokenizers differ (names ``flag`` and the table's path).
+    """
+    from megatron_prealign.tokenizer.base import same_tokenizer
+
+    recorded = table.tokenizer
+    describe = getattr(tokenizer, "describe", None)
+    if not recorded or describe is None:
+        return
+    mine = describe()
+    if not same_tokenizer(recorded, mine):
+        raise ValueError(
+            f"{flag} {table.path}: was built for another tokenizer ({recorded.get('type')}, vocab "
+            f"{recorded.get('vocab_size')}) than this run's ({mine.get('type')}, vocab {tokenizer.vocab_size})"
+        )

@@ -120,7 +120,7 @@ def count_words(documents: Iterable[str], config: Optional[WordCountConfig] = No
     """Count word surface forms over a stream of documents.
 
     Args:
-        documents (Iterable[str]): documents (e.g. ``iter_text_files(paths, json_keys)``).
+        documents (Iterable[str]): documents (e.g. ``megatron_prealign.data.readers.iter_documents(paths, json_keys)``).
         config (Optional[WordCountConfig]): parallelism, limit, progress.
 
     Returns:
@@ -202,17 +202,11 @@ def save_word_counts(counts: Counter, path: str) -> None:
 
     The directory is created if missing; nothing is left behind on failure.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for w, c in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])):
-                f.write(f"{w}\t{c}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from megatron_prealign.platform.files import atomic_open
+
+    with atomic_open(path) as f:
+        for w, c in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0])):
+            f.write(f"{w}\t{c}\n")
 
 
 def load_word_counts(path: str) -> Counter:

@@ -97,10 +97,10 @@ def load_alignment_table(path: Optional[str]) -> Any:
 def check_alignment_table(table: Any, tokenizer: Any, path: str) -> None:
     """Fail with one line when ``table`` was built for another tokenizer than the checkpoint's,
     or holds ids beyond its vocabulary."""
-    from megatron_prealign.tokenizer import check_table_tokenizer
+    from megatron_prealign.alignment import check_table_tokenizer
 
     try:
-        check_table_tokenizer(table.tokenizer, tokenizer, "--alignment-table", path)
+        check_table_tokenizer(table, tokenizer, "--alignment-table")
         table.validate(tokenizer.vocab_size)
     except ValueError as exc:
         raise ValueError(str(exc) if str(exc).startswith("--alignment-table") else f"--alignment-table: {exc}") from None

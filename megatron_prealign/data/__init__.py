@@ -4,6 +4,7 @@
 * :mod:`.indexed` — Megatron ``.bin/.idx`` naming, validated opening, all-or-nothing writing.
 * :mod:`.preprocess_data` — the binarization pass behind ``tools/preprocess_data.py``.
 * :mod:`.codeswitch` — input-only codeswitching (C++ with a Python reference twin).
+* :mod:`.en_clone` — the En-Clone twin of a ``.bin/.idx`` dataset.
 * :mod:`.masked_gpt_dataset` — ``MaskedGPTDataset``: megatron-core's ``GPTDataset`` whose
   ``loss_mask`` also honours the codeswitching mask; ``build_train_valid_test_datasets``.
 

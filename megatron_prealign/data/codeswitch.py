@@ -16,8 +16,9 @@ Usage (one document at a time, e.g. while binarizing; or a whole ``.bin/.idx`` d
     switcher.process_dataset("corpus_text_document", "corpus_cs_text_document", threads=8)
 
 The pass runs in C++ (``csrc/codeswitch.cpp``, ``megatron_prealign._C.CodeswitchEngine``);
-:func:`reference_codeswitch` is its pure-Python twin and produces byte-identical output. The
-specification both follow:
+its pure-Python twin, :func:`~megatron_prealign.data.codeswitch_reference.reference_codeswitch`,
+produces byte-identical output; the table is merged by :mod:`.codeswitch_table`. The
+specification all follow:
 
 Words.
     Position ``p`` of a document opens a word iff ``p == 0``, or ``word_start_mask[t[p]]``, or
@@ -93,11 +94,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import struct
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from megatron_prealign.data.codeswitch_table import as_masks, boundary_arrays, compile_table
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +108,11 @@ __all__ = [
     "CodeswitchStats",
     "Codeswitcher",
     "codeswitch_dataset",
-    "reference_codeswitch",
 ]
 
 MODES = ("input-only", "vanilla")
 
 _M64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
 
 
 @dataclasses.dataclass
@@ -218,315 +218,11 @@ class CodeswitchStats:
         logger.warning("%s", msg)
 
 
-# --------------------------------------------------------------------------------------------
-# The alignment table, read through its contract (docs/interfaces.md)
-# --------------------------------------------------------------------------------------------
-
-
-def _table_entries(table: Any) -> Iterable[Any]:
-    return table.entries
-
-
-def _table_languages(table: Any) -> List[str]:
-    langs = getattr(table, "languages", None)
-    if langs is None:
-        found = set()
-        for entry in _table_entries(table):
-            found.update(entry.translations.keys())
-        langs = sorted(found)
-    return list(langs)
-
-
-def _allowed_languages(table: Any, languages: Optional[Sequence[str]]) -> List[str]:
-    """Allowed target languages, sorted by name; a one-line error for an unknown language."""
-    known = _table_languages(table)
-    if languages is None:
-        return sorted(known)
-    unknown = [lang for lang in languages if lang not in known]
-    if unknown:
-        where = getattr(table, "path", None) or "the alignment table"
-        raise ValueError(
-            f"codeswitch languages {', '.join(unknown)} are not in {where} "
-            f"(it has: {', '.join(known) or 'none'})"
-        )
-    return sorted(set(languages))
-
-
-def _validate_ids(ids: Tuple[int, ...], vocab_size: int, where: str, what: Callable[[], str]) -> None:
-    if ids and (min(ids) < 0 or max(ids) >= vocab_size):
-        bad = next(t for t in ids if not 0 <= t < vocab_size)
-        raise ValueError(f"{where}: {what()} has token id {bad} outside the vocabulary (size {vocab_size})")
-
-
-def _merged_candidates(
-    table: Any, vocab_size: int, special: np.ndarray, languages: Optional[Sequence[str]]
-) -> Tuple[Dict[Tuple[int, ...], List[List[Tuple[int, ...]]]], Dict[Tuple[int, ...], List[str]], List[str]]:
-    """Source token sequence -> list of groups (one per allowed language, sorted by language),
-    each group a list of translation id tuples; see "Candidates" in the module docstring.
-
-    Returns:
-        (candidates, group languages per candidate, allowed languages).
-    """
-    allowed = _allowed_languages(table, languages)
-    allowed_set = set(allowed)
-    where = getattr(table, "path", None) or "alignment table"
-    special_set = frozenset(np.flatnonzero(special).tolist())
-    merged: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]] = {}
-    merged_bare: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]] = {}
-    for entry in _table_entries(table):
-        key = tuple(map(int, entry.ids))
-        _validate_ids(key, vocab_size, where, lambda: f"word {getattr(entry, 'word', None)!r}")
-        _add_translations(entry, key, "ids", merged, allowed_set, vocab_size, special_set, where)
-        bare = getattr(entry, "bare_ids", None)
-        if bare:
-            bare_key = tuple(map(int, bare))
-            _validate_ids(bare_key, vocab_size, where, lambda: f"bare form of word {getattr(entry, 'word', None)!r}")
-            _add_translations(entry, bare_key, "bare_ids", merged_bare, allowed_set, vocab_size, special_set, where)
-    for key, per_lang in merged_bare.items():
-        if key not in merged:  # a bare form equal to some space form (SentencePiece) is not added
-            merged[key] = per_lang
-    candidates: Dict[Tuple[int, ...], List[List[Tuple[int, ...]]]] = {}
-    group_langs: Dict[Tuple[int, ...], List[str]] = {}
-    for key, per_lang in merged.items():
-        if not key or not per_lang:
-            continue
-        langs = sorted(lang for lang, lst in per_lang.items() if lst)
-        if langs:
-            candidates[key] = [per_lang[lang] for lang in langs]
-            group_langs[key] = langs
-    return candidates, group_langs, allowed
-
-
-def _add_translations(
-    entry: Any,
-    key: Tuple[int, ...],
-    form: str,
-    merged: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]],
-    allowed_set: set,
-    vocab_size: int,
-    special_set: frozenset,
-    where: str,
-) -> None:
-    """Merge ``entry``'s translations (their ``form`` ids: ``ids`` or ``bare_ids``) under ``key``."""
-    per_lang = merged.setdefault(key, {})
-    for lang, translations in entry.translations.items():
-        for tr in translations:
-            raw = getattr(tr, form, None)
-            if form == "bare_ids" and not raw:
-                continue  # a translation without a bare form is not used word-initially
-            ids = tuple(map(int, raw))
-
-            def what() -> str:
-                return f"translation {getattr(tr, 'text', None)!r} ({lang}) of word {getattr(entry, 'word', None)!r}"
-
-            if not ids:
-                raise ValueError(f"{where}: {what()} has no token ids")
-            _validate_ids(ids, vocab_size, where, what)
-            if not special_set.isdisjoint(ids):
-                bad = next(t for t in ids if t in special_set)
-                raise ValueError(f"{where}: {what()} contains special token id {bad}")
-            if lang not in allowed_set:
-                continue
-            lst = per_lang.setdefault(lang, [])
-            if ids not in lst:
-                lst.append(ids)
-
-
-def _as_masks(word_start_mask: np.ndarray, special_ids: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
-    ws = np.ascontiguousarray(np.asarray(word_start_mask).astype(np.uint8, copy=False).reshape(-1))
-    if ws.size == 0:
-        raise ValueError("word_start_mask is empty: it must hold one flag per vocabulary id")
-    special = np.zeros(ws.size, dtype=np.uint8)
-    for s in special_ids:
-        s = int(s)
-        if not (0 <= s < ws.size):
-            raise ValueError(f"special token id {s} is outside the vocabulary (size {ws.size})")
-        special[s] = 1
-    return ws, special
-
-
-def _boundary_arrays(boundaries: Any, special: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(opener, follow, lead) uint8 per id; special tokens are openers that end a word."""
-    from megatron_prealign.alignment.boundaries import FOLLOW_YES, LEAD_SPACE, WordBoundaries
-
-    vocab = special.size
-    b = boundaries if boundaries is not None else WordBoundaries.permissive(vocab)
-    if b.vocab_size != vocab:
-        raise ValueError(f"word boundaries cover {b.vocab_size} token ids, the vocabulary has {vocab}")
-    sp = special.astype(bool)
-    opener = np.where(sp, 1, b.opener).astype(np.uint8)
-    follow = np.where(sp, FOLLOW_YES, b.follow).astype(np.uint8)
-    lead = np.where(sp, LEAD_SPACE, b.lead).astype(np.uint8)
-    return opener, follow, lead
-
-
-# --------------------------------------------------------------------------------------------
-# The pure-Python reference
-# --------------------------------------------------------------------------------------------
-
-
-def _mix64(z: int) -> int:
-    z &= _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
-def _word_draw(seed: int, doc_index: int, offset: int) -> int:
-    key = _mix64(_mix64(seed + _GOLDEN) ^ doc_index)
-    return _mix64(key + (offset + 1) * _GOLDEN)
-
-
-def reference_codeswitch(
-    tokens: np.ndarray,
-    doc_index: int,
-    table: Any,
-    word_start_mask: np.ndarray,
-    config: CodeswitchConfig,
-    special_ids: Sequence[int] = (),
-    boundaries: Any = None,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Pure-Python twin of :meth:`Codeswitcher.apply` (slow; for tests and as the spec).
-
-    Args:
-        tokens: token ids of one document.
-        doc_index: global index of the document (>= 0).
-        table: an ``AlignmentTable`` (``.entries`` with ``.ids`` and ``.translations``).
-        word_start_mask: bool per vocabulary id, true for tokens that open a word.
-        config: ratio, mode, seed and languages.
-        special_ids: ids that form a word on their own and are never replaced (EOD, pad).
-        boundaries: the tokenizer's :class:`~megatron_prealign.alignment.boundaries.WordBoundaries`
-            (None: every token ends a word, only special tokens are openers).
-
-    Returns:
-        ``(tokens int32, mask uint8)`` of equal length.
-    """
-    ws, special = _as_masks(word_start_mask, special_ids)
-    opener, follow, lead = _boundary_arrays(boundaries, special)
-    candidates, _, _ = _merged_candidates(table, ws.size, special, config.languages)
-    return _reference_document(
-        tokens, doc_index, candidates, ws.tolist(), special.tolist(), config,
-        opener.tolist(), follow.tolist(), lead.tolist(),
-    )
-
-
-def _reference_document(
-    tokens: np.ndarray,
-    doc_index: int,
-    candidates: Dict[Tuple[int, ...], List[List[Tuple[int, ...]]]],
-    ws: Sequence[int],
-    special: Sequence[int],
-    config: CodeswitchConfig,
-    opener: Sequence[int],
-    follow: Sequence[int],
-    lead: Sequence[int],
-) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`reference_codeswitch` after the table is merged (``_merged_candidates``); ``ws``,
-    ``special``, ``opener``, ``follow`` and ``lead`` are per-id flags (lists are fastest)."""
-    from megatron_prealign.alignment.boundaries import FOLLOW_IF_SPACE, FOLLOW_NO, FOLLOW_YES, LEAD_DIGIT, LEAD_SPACE, LEAD_SPLIT
-
-    vocab = len(ws)
-    toks = [int(t) for t in np.asarray(tokens).reshape(-1)]
-    for pos, t in enumerate(toks):
-        if not (0 <= t < vocab):
-            raise ValueError(f"document {doc_index}: token id {t} at position {pos} is outside the vocabulary (size {vocab})")
-    n = len(toks)
-    starts = [p for p in range(n) if p == 0 or ws[toks[p]] or special[toks[p]] or opener[toks[p - 1]]]
-
-    def ends_word(j: int) -> bool:
-        if j >= n:
-            return True
-        f = follow[toks[j]]
-        if f == FOLLOW_YES or f == FOLLOW_NO:
-            return f == FOLLOW_YES
-        nxt = LEAD_SPACE if j + 1 >= n else lead[toks[j + 1]]
-        return nxt in (LEAD_SPACE, LEAD_SPLIT) if f == FOLLOW_IF_SPACE else nxt != LEAD_DIGIT
-
-    out: List[int] = []
-    mask: List[int] = []
-    masked = 0 if config.mode == "input-only" else 1
-    for i, begin in enumerate(starts):
-        end = starts[i + 1] if i + 1 < len(starts) else n
-        word = tuple(toks[begin:end])
-        groups = None if (len(word) == 1 and special[word[0]]) else candidates.get(word)
-        if groups is not None and ends_word(end):
-            h = _word_draw(config.seed, int(doc_index), begin)
-            if (h >> 11) * 2.0**-53 < config.ratio:
-                group = groups[(_mix64(h + _GOLDEN) * len(groups)) >> 64]
-                translation = group[(_mix64(h + 2 * _GOLDEN) * len(group)) >> 64]
-                out.extend(translation)
-                mask.extend([masked] * len(translation))
-                continue
-        out.extend(word)
-        mask.extend([1] * len(word))
-    return np.array(out, dtype=np.int32), np.array(mask, dtype=np.uint8)
-
-
-# --------------------------------------------------------------------------------------------
-# The C++ pass
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class _CompiledTable:
-    """The merged candidates as flat arrays (what the C++ engine is built from)."""
-
-    src_tokens: np.ndarray  # int32, source sequences back to back
-    src_offsets: np.ndarray  # int64 (n_candidates + 1)
-    group_offsets: np.ndarray  # int64 (n_candidates + 1) into groups
-    group_lang: np.ndarray  # int32 (n_groups) index into languages
-    group_trans_offsets: np.ndarray  # int64 (n_groups + 1) into translations
-    trans_offsets: np.ndarray  # int64 (n_translations + 1) into trans_tokens
-    trans_tokens: np.ndarray  # int32
-    languages: List[str]
-    unreachable_entries: int
-    max_translation_id: int
-
-
-def _compile(table: Any, ws: np.ndarray, special: np.ndarray, languages: Optional[Sequence[str]]) -> _CompiledTable:
-    candidates, group_langs, allowed = _merged_candidates(table, ws.size, special, languages)
-    opens = (ws.astype(bool) | special.astype(bool)).tolist()
-    lang_index = {lang: i for i, lang in enumerate(allowed)}
-    src_tokens: List[int] = []
-    src_offsets = [0]
-    group_offsets = [0]
-    group_lang: List[int] = []
-    group_trans_offsets = [0]
-    trans_offsets = [0]
-    trans_tokens: List[int] = []
-    unreachable = 0
-    for key, groups in candidates.items():
-        if any(opens[t] for t in key[1:]):
-            unreachable += 1
-        src_tokens.extend(key)
-        src_offsets.append(len(src_tokens))
-        for lang, group in zip(group_langs[key], groups):
-            group_lang.append(lang_index[lang])
-            for tr in group:
-                trans_tokens.extend(tr)
-                trans_offsets.append(len(trans_tokens))
-            group_trans_offsets.append(len(trans_offsets) - 1)
-        group_offsets.append(len(group_lang))
-    return _CompiledTable(
-        src_tokens=np.array(src_tokens, dtype=np.int32),
-        src_offsets=np.array(src_offsets, dtype=np.int64),
-        group_offsets=np.array(group_offsets, dtype=np.int64),
-        group_lang=np.array(group_lang, dtype=np.int32),
-        group_trans_offsets=np.array(group_trans_offsets, dtype=np.int64),
-        trans_offsets=np.array(trans_offsets, dtype=np.int64),
-        trans_tokens=np.array(trans_tokens, dtype=np.int32),
-        languages=allowed,
-        unreachable_entries=unreachable,
-        max_translation_id=int(max(trans_tokens)) if trans_tokens else -1,
-    )
-
-
 class Codeswitcher:
     """Codeswitches documents in C++ (see the module docstring for the exact algorithm).
 
     The table is compiled once into flat arrays and a hash map; :meth:`apply` is cheap per call
-    and releases the GIL. Picklable: the flat arrays travel and the C++ engine is rebuilt on
-    unpickling (milliseconds), so it can be handed to multiprocessing workers.
+    and releases the GIL (threads share one object).
 
     Args:
         table: an ``AlignmentTable`` (``.entries`` with ``.ids`` and ``.translations``, and
@@ -557,9 +253,9 @@ class Codeswitcher:
         import threading
 
         self.config = config
-        self._ws, self._special = _as_masks(word_start_mask, special_ids)
-        self._opener, self._follow, self._lead = _boundary_arrays(boundaries, self._special)
-        self._compiled = _compile(table, self._ws, self._special, config.languages)
+        self._ws, self._special = as_masks(word_start_mask, special_ids)
+        self._opener, self._follow, self._lead = boundary_arrays(boundaries, self._special)
+        self._compiled = compile_table(table, self._ws, self._special, config.languages)
         if self.num_candidates == 0:
             raise ValueError(
                 f"{getattr(table, 'path', None) or 'alignment table'}: no entry has a translation"
@@ -625,19 +321,6 @@ class Codeswitcher:
             self._follow,
             self._lead,
         )
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_engine"]
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        import threading
-
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-        self._engine = self._build_engine()
 
     def applied_stats(self) -> CodeswitchStats:
         """Counts summed over every :meth:`apply` call of this object (thread-safe)."""
@@ -707,7 +390,8 @@ class Codeswitcher:
             ValueError: one line naming the file: a broken input, a token outside the
                 vocabulary, a translation id beyond int32.
         """
-        from megatron_prealign.data.indexed import check_indexed_dataset, loss_mask_prefix
+        from megatron_prealign.data.indexed import loss_mask_prefix, read_index, write_index
+        from megatron_prealign.platform.files import atomic_paths
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -715,21 +399,15 @@ class Codeswitcher:
             raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
 
         in_bin, in_idx = input_prefix + ".bin", input_prefix + ".idx"
-        check_indexed_dataset(input_prefix)  # one-line IndexedDatasetError (a ValueError) if broken
+        # one-line IndexedDatasetError (a ValueError) if broken; sequences are then contiguous
+        index = read_index(input_prefix)
+        if index.dtype not in (np.dtype(np.uint16), np.dtype(np.int32)):
+            raise ValueError(f"{in_idx}: token dtype {index.dtype.name} is not uint16 or int32")
         mask_prefix = loss_mask_prefix(output_prefix)
         outputs = [output_prefix + ".bin", output_prefix + ".idx", mask_prefix + ".bin", mask_prefix + ".idx"]
         if {os.path.realpath(in_bin), os.path.realpath(in_idx)} & {os.path.realpath(p) for p in outputs}:
             raise ValueError(f"--output-prefix {output_prefix} would overwrite the input {input_prefix}")
-
-        index = _read_index(in_idx)
         lengths = index.sequence_lengths
-        pointers = index.sequence_pointers
-        itemsize = index.dtype.itemsize
-        bin_size = os.path.getsize(in_bin)
-        if lengths.size:
-            ends = pointers + lengths.astype(np.int64) * itemsize
-            if (lengths < 0).any() or (pointers < 0).any() or (pointers[1:] < ends[:-1]).any() or int(ends[-1]) > bin_size:
-                raise ValueError(f"{in_idx}: sequence pointers are not increasing within {in_bin} ({bin_size} bytes)")
 
         dtype_max = int(np.iinfo(index.dtype).max)
         if self.max_translation_id > dtype_max:
@@ -746,24 +424,20 @@ class Codeswitcher:
                 in_bin, index.dtype.name, self.max_translation_id,
             )
             try:
-                _widen_to_int32(in_bin, index, widened)
+                _widen_to_int32(input_prefix, index, widened)
                 return self.process_dataset(widened, output_prefix, threads, chunk_tokens, log_interval_s)
             finally:
                 for ext in (".bin", ".idx"):
                     if os.path.exists(widened + ext):
                         os.remove(widened + ext)
 
-        out_dir = os.path.dirname(os.path.abspath(output_prefix))
-        os.makedirs(out_dir, exist_ok=True)
-        tag = f".tmp-{os.getpid()}"
-        tmp = [p + tag for p in outputs]
         total_tokens = int(lengths.astype(np.int64).sum())
         progress = _Progress(total_tokens, log_interval_s, f"codeswitch {os.path.basename(input_prefix)}")
         t0 = time.monotonic()
-        try:
+        with atomic_paths(outputs) as tmp:
             new_lengths, counts = self._engine.process_dataset(
-                in_bin, tmp[0], tmp[2], np.ascontiguousarray(lengths), np.ascontiguousarray(pointers),
-                itemsize, int(threads), int(chunk_tokens), progress,
+                in_bin, tmp[0], tmp[2], np.ascontiguousarray(lengths), np.ascontiguousarray(index.sequence_pointers),
+                index.dtype.itemsize, int(threads), int(chunk_tokens), progress,
             )
             stats = CodeswitchStats(
                 documents=int(lengths.size),
@@ -776,14 +450,8 @@ class Codeswitcher:
                 per_language={lang: int(c) for lang, c in zip(self.languages, counts[4:])},
             )
             stats.check(self.config.ratio, in_bin)  # before the rename: nothing is written on error
-            _write_index(tmp[1], index.dtype, new_lengths, index)
-            _write_index(tmp[3], np.dtype(np.uint8), new_lengths, index)
-            for src, dst in zip(tmp, outputs):
-                os.replace(src, dst)
-        finally:
-            for p in tmp:
-                if os.path.exists(p):
-                    os.remove(p)
+            for path, dtype in ((tmp[1], index.dtype), (tmp[3], np.uint8)):
+                write_index(path, dtype, new_lengths, index.document_indices, index.sequence_modes)
         progress(total_tokens, int(lengths.size), force=True)
         logger.info("codeswitch done in %.1fs: %s", time.monotonic() - t0, stats.describe())
         return stats
@@ -793,86 +461,20 @@ class Codeswitcher:
 # Rewriting a Megatron .bin/.idx dataset
 # --------------------------------------------------------------------------------------------
 
-_INDEX_HEADER = b"MMIDIDX\x00\x00"
-_DTYPE_CODES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.float32, 8: np.uint16}
-_CODE_OF = {np.dtype(v): k for k, v in _DTYPE_CODES.items()}
 
+def _widen_to_int32(in_prefix: str, index: Any, out_prefix: str, chunk_tokens: int = 1 << 24) -> None:
+    """Copy a uint16 dataset (contiguous: checked by ``read_index``) to ``{out_prefix}.bin/.idx`` as
+    int32, streamed in chunks."""
+    from megatron_prealign.data.indexed import write_index
 
-@dataclasses.dataclass
-class _Index:
-    dtype: np.dtype
-    sequence_lengths: np.ndarray  # int32
-    sequence_pointers: np.ndarray  # int64
-    document_indices: np.ndarray  # int64
-    sequence_modes: Optional[np.ndarray]  # int8 or None
-
-
-def _read_index(idx_path: str) -> _Index:
-    """Reads a Megatron ``.idx`` (the layout megatron-core's ``_IndexWriter`` writes)."""
-    size = os.path.getsize(idx_path)
-    with open(idx_path, "rb") as f:
-        head = f.read(34)
-    if len(head) < 34 or head[:9] != _INDEX_HEADER:
-        raise ValueError(f"{idx_path}: not a Megatron index file (bad header)")
-    (version,) = struct.unpack("<Q", head[9:17])
-    if version != 1:
-        raise ValueError(f"{idx_path}: unsupported index version {version}")
-    code = head[17]
-    if code not in (4, 8):
-        raise ValueError(f"{idx_path}: token dtype code {code} is not uint16 or int32")
-    n_seq, n_doc = struct.unpack("<QQ", head[18:34])
-    base = 34 + 12 * n_seq + 8 * n_doc
-    if size not in (base, base + n_seq):
-        raise ValueError(f"{idx_path}: size {size} does not match {n_seq} sequences and {n_doc} documents")
-    mm = np.memmap(idx_path, mode="r", dtype=np.uint8)
-    lengths = np.frombuffer(mm, dtype=np.int32, count=n_seq, offset=34)
-    pointers = np.frombuffer(mm, dtype=np.int64, count=n_seq, offset=34 + 4 * n_seq)
-    docs = np.frombuffer(mm, dtype=np.int64, count=n_doc, offset=34 + 12 * n_seq)
-    modes = np.frombuffer(mm, dtype=np.int8, count=n_seq, offset=base) if size == base + n_seq else None
-    return _Index(np.dtype(_DTYPE_CODES[code]), lengths, pointers, docs, modes)
-
-
-def _widen_to_int32(in_bin: str, index: _Index, out_prefix: str, chunk_tokens: int = 1 << 24) -> None:
-    """Copy a uint16 dataset to ``{out_prefix}.bin/.idx`` as int32, streamed in chunks."""
-    lengths = index.sequence_lengths.astype(np.int64)
-    itemsize = index.dtype.itemsize
-    contiguous = lengths.size == 0 or (
-        int(index.sequence_pointers[0]) == 0
-        and np.array_equal(index.sequence_pointers[1:], np.cumsum(lengths[:-1]) * itemsize)
-    )
-    total = int(lengths.sum())
+    total = int(index.sequence_lengths.astype(np.int64).sum())
     with open(out_prefix + ".bin", "wb") as out:
-        if total and contiguous:
-            src = np.memmap(in_bin, dtype=index.dtype, mode="r", shape=(total,))
+        if total:
+            src = np.memmap(in_prefix + ".bin", dtype=index.dtype, mode="r", shape=(total,))
             for start in range(0, total, chunk_tokens):
                 out.write(np.asarray(src[start : start + chunk_tokens], dtype=np.int32).tobytes())
             del src
-        elif total:  # sequences with gaps between them: copy sequence by sequence
-            with open(in_bin, "rb") as f:
-                for pointer, length in zip(index.sequence_pointers.tolist(), lengths.tolist()):
-                    f.seek(pointer)
-                    seq = np.frombuffer(f.read(length * itemsize), dtype=index.dtype)
-                    out.write(seq.astype(np.int32).tobytes())
-    _write_index(out_prefix + ".idx", np.dtype(np.int32), index.sequence_lengths, index)
-
-
-def _write_index(path: str, dtype: np.dtype, lengths: np.ndarray, index: _Index) -> None:
-    """Writes an ``.idx`` byte-compatible with megatron-core's ``_IndexWriter``."""
-    lengths = np.ascontiguousarray(lengths, dtype=np.int32)
-    pointers = np.zeros(lengths.size, dtype=np.int64)
-    if lengths.size > 1:
-        np.cumsum(lengths[:-1].astype(np.int64) * np.dtype(dtype).itemsize, out=pointers[1:])
-    with open(path, "wb") as f:
-        f.write(_INDEX_HEADER)
-        f.write(struct.pack("<Q", 1))
-        f.write(struct.pack("<B", _CODE_OF[np.dtype(dtype)]))
-        f.write(struct.pack("<Q", lengths.size))
-        f.write(struct.pack("<Q", index.document_indices.size))
-        f.write(lengths.tobytes())
-        f.write(pointers.tobytes())
-        f.write(np.ascontiguousarray(index.document_indices, dtype=np.int64).tobytes())
-        if index.sequence_modes is not None:
-            f.write(np.ascontiguousarray(index.sequence_modes, dtype=np.int8).tobytes())
+    write_index(out_prefix + ".idx", np.int32, index.sequence_lengths, index.document_indices, index.sequence_modes)
 
 
 class _Progress:

@@ -20,12 +20,15 @@ import json
 import os
 import struct
 from dataclasses import dataclass
-from typing import Optional, Type
+from typing import Any, Iterable, Optional, Sequence, Tuple, Type
 
 import numpy as np
 
+from megatron_prealign.platform.files import atomic_open, atomic_paths
+
 __all__ = [
     "LOSS_MASK_SUFFIX",
+    "IndexArrays",
     "IndexHeader",
     "IndexedDatasetError",
     "IndexedDatasetWriter",
@@ -37,8 +40,11 @@ __all__ = [
     "check_loss_mask_record",
     "dataset_fingerprint",
     "remove_loss_mask",
+    "write_documents",
     "write_loss_mask_record",
     "open_indexed_dataset",
+    "read_index",
+    "write_index",
 ]
 
 LOSS_MASK_SUFFIX = "_lossmask"
@@ -160,6 +166,77 @@ def check_indexed_dataset(prefix: str) -> IndexHeader:
     return IndexHeader(dtype, int(sequence_count), int(document_count), multimodal)
 
 
+@dataclass(frozen=True)
+class IndexArrays:
+    """The arrays of a validated ``.idx`` (read-only views of a memory map)."""
+
+    dtype: np.dtype
+    """Token dtype of the ``.bin`` file."""
+    sequence_lengths: np.ndarray
+    """int32, tokens per sequence."""
+    sequence_pointers: np.ndarray
+    """int64, byte offset of each sequence in the ``.bin`` (contiguous: checked)."""
+    document_indices: np.ndarray
+    """int64, sequence index where each document starts, then the sequence count."""
+    sequence_modes: Optional[np.ndarray]
+    """int8 per sequence for multimodal datasets, else ``None``."""
+
+
+def read_index(prefix: str) -> IndexArrays:
+    """Validate ``{prefix}.bin/.idx`` (:func:`check_indexed_dataset`) and map the index arrays.
+
+    Raises:
+        IndexedDatasetError: the files are missing or inconsistent (one line).
+    """
+    header = check_indexed_dataset(prefix)
+    n_seq, n_doc = header.sequence_count, header.document_count
+    mm = np.memmap(prefix + ".idx", mode="r", dtype=np.uint8)
+    base = _HEADER_BYTES + 12 * n_seq + 8 * n_doc
+    return IndexArrays(
+        np.dtype(header.dtype),
+        np.frombuffer(mm, dtype=np.int32, count=n_seq, offset=_HEADER_BYTES),
+        np.frombuffer(mm, dtype=np.int64, count=n_seq, offset=_HEADER_BYTES + 4 * n_seq),
+        np.frombuffer(mm, dtype=np.int64, count=n_doc, offset=_HEADER_BYTES + 12 * n_seq),
+        np.frombuffer(mm, dtype=np.int8, count=n_seq, offset=base) if header.multimodal else None,
+    )
+
+
+def write_index(
+    idx_path: str,
+    dtype: Type[np.number],
+    sequence_lengths: np.ndarray,
+    document_indices: np.ndarray,
+    sequence_modes: Optional[np.ndarray] = None,
+) -> None:
+    """Write an ``.idx`` for a ``.bin`` of contiguous sequences (written by the caller).
+
+    The bytes are those of megatron-core's ``IndexedDatasetBuilder.finalize`` for the same
+    arrays (tests compare them); the pointers are computed with numpy, not a Python loop, so
+    rewriting a corpus's index (codeswitching, En-Clone) takes O(sequences) vectorised time.
+    ``idx_path`` is written as given: callers write under a temporary name
+    (:func:`megatron_prealign.platform.files.atomic_paths`).
+
+    Args:
+        idx_path: the file to write.
+        dtype: element dtype of the ``.bin``.
+        sequence_lengths: elements per sequence.
+        document_indices: sequence index of each document start, then the sequence count.
+        sequence_modes: int8 per sequence (multimodal datasets) or ``None``.
+    """
+    lengths = np.ascontiguousarray(sequence_lengths, dtype=np.int32)
+    pointers = np.zeros(lengths.size, dtype=np.int64)
+    if lengths.size > 1:
+        np.cumsum(lengths[:-1].astype(np.int64) * np.dtype(dtype).itemsize, out=pointers[1:])
+    code = next(c for c, d in _DTYPE_CODES.items() if np.dtype(d) == np.dtype(dtype))
+    with open(idx_path, "wb") as f:
+        f.write(_INDEX_HEADER + struct.pack("<QBQQ", 1, code, lengths.size, len(document_indices)))
+        f.write(lengths.tobytes())
+        f.write(pointers.tobytes())
+        f.write(np.ascontiguousarray(document_indices, dtype=np.int64).tobytes())
+        if sequence_modes is not None:
+            f.write(np.ascontiguousarray(sequence_modes, dtype=np.int8).tobytes())
+
+
 def max_token_id(prefix: str, chunk_elements: int = 1 << 24) -> Optional[int]:
     """Largest value in ``{prefix}.bin`` (``None`` when empty), read in bounded chunks.
 
@@ -225,19 +302,10 @@ def write_loss_mask_record(text_prefix: str) -> str:
     ``{text_prefix}_lossmask.json``; :func:`check_loss_mask_record` compares it when training
     opens the mask. Returns the record's path.
     """
-    from megatron_prealign.platform.process import temp_name
-
     path = _mask_record_path(text_prefix)
     record = {"text_prefix": os.path.basename(text_prefix), "text": dataset_fingerprint(text_prefix)}
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path) as f:
+        json.dump(record, f, indent=1)
     return path
 
 
@@ -300,9 +368,9 @@ def open_indexed_dataset(prefix: str, *, mmap: bool = True):
 class IndexedDatasetWriter:
     """megatron-core's ``IndexedDatasetBuilder`` writing ``{prefix}.bin/.idx`` all-or-nothing.
 
-    Data goes to ``{prefix}.bin.tmp-<pid>`` / ``{prefix}.idx.tmp-<pid>``; :meth:`commit` writes the
-    index and renames both (the ``.idx`` last), :meth:`abort` removes them. Existing files at
-    ``prefix`` are left alone until a successful commit replaces them.
+    Data goes to temporary names (:func:`~megatron_prealign.platform.files.atomic_paths`);
+    :meth:`commit` writes the index and renames both (the ``.idx`` last), :meth:`abort` removes
+    them. Existing files at ``prefix`` are left alone until a successful commit replaces them.
 
     Args:
         prefix: output dataset prefix (no extension).
@@ -314,20 +382,17 @@ class IndexedDatasetWriter:
 
         self.prefix = prefix
         self.dtype = dtype
-        from megatron_prealign.platform.process import remove_stale_temp_files
-
-        # leftovers of a killed run writing the same output (only those whose pid is gone)
-        remove_stale_temp_files(prefix)
-        tag = f".tmp-{os.getpid()}"
-        self._tmp_bin = prefix + ".bin" + tag
-        self._tmp_idx = prefix + ".idx" + tag
+        # entered here, left by publish() (rename) or abort() (remove): the writer's lifetime
+        # spans calls, so the context manager is driven by hand
+        self._rename: Optional[Any] = atomic_paths([prefix + ".bin", prefix + ".idx"])
+        self._tmp_bin, self._tmp_idx = self._rename.__enter__()
         self._builder: Optional[IndexedDatasetBuilder] = IndexedDatasetBuilder(self._tmp_bin, dtype=dtype)
         self._finalized = False
         self.num_documents = 0
         self.num_tokens = 0
 
     def add_document(self, array: np.ndarray) -> None:
-        """Append one document as one sequence (``array`` already has the output dtype)."""
+        """Append one document as one sequence (converted to the output dtype)."""
         assert self._builder is not None, "writer already committed or aborted"
         n = int(array.shape[0])
         if n > np.iinfo(np.int32).max:
@@ -351,32 +416,38 @@ class IndexedDatasetWriter:
         try:
             builder.finalize(self._tmp_idx)
         except BaseException:
-            self._remove_tmp()
+            self.abort()
             raise
 
     def publish(self) -> None:
         """Rename the finalized files to ``{prefix}.bin`` then ``{prefix}.idx``."""
-        assert self._finalized, "finalize() first"
-        try:
-            os.replace(self._tmp_bin, self.prefix + ".bin")
-            os.replace(self._tmp_idx, self.prefix + ".idx")
-        except BaseException:
-            self._remove_tmp()
-            raise
+        assert self._finalized and self._rename is not None, "finalize() first"
+        rename, self._rename = self._rename, None
+        rename.__exit__(None, None, None)  # on failure it removes the temporaries itself
 
     def abort(self) -> None:
         """Close and delete the temporary files (safe to call twice, or after commit)."""
         if self._builder is not None:
-            try:
-                self._builder.data_file.close()
-            except Exception:  # pragma: no cover
-                pass
+            self._builder.data_file.close()
             self._builder = None
-        self._remove_tmp()
+        if self._rename is not None:
+            rename, self._rename = self._rename, None
+            err = RuntimeError("aborted")
+            rename.__exit__(RuntimeError, err, None)
 
-    def _remove_tmp(self) -> None:
-        for path in (self._tmp_bin, self._tmp_idx):
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
+
+def write_documents(prefix: str, documents: Iterable[Sequence[int]], dtype: Type[np.number]) -> Tuple[int, int]:
+    """Write token documents (one sequence each) as ``{prefix}.bin/.idx``, all-or-nothing.
+
+    Returns:
+        ``(num_documents, num_tokens)``.
+    """
+    writer = IndexedDatasetWriter(prefix, dtype)
+    try:
+        for doc in documents:
+            writer.add_document(np.asarray(doc, dtype=dtype))
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.num_documents, writer.num_tokens

@@ -62,7 +62,6 @@ from megatron_prealign.data.indexed import (
     remove_loss_mask,
     write_loss_mask_record,
 )
-from megatron_prealign.platform.process import die_with_parent, remove_stale_temp_files
 from megatron_prealign.data.readers import (
     CorpusReader,
     InputError,
@@ -71,6 +70,7 @@ from megatron_prealign.data.readers import (
     ReaderConfig,
     decode_record,
 )
+from megatron_prealign.platform.process import die_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -504,8 +504,6 @@ def preprocess(
                 f"--prealign-table: the codeswitcher's vocabulary ({cs_vocab}) differs from the tokenizer's ({vocab_size})"
             )
 
-    out_dir = os.path.dirname(os.path.abspath(config.output_prefix))
-    os.makedirs(out_dir, exist_ok=True)
     stats = PreprocessStats(
         documents={k: 0 for k in keys}, tokens={k: 0 for k in keys}, empty={k: 0 for k in keys}
     )
@@ -518,7 +516,6 @@ def preprocess(
         reader.total_bytes / 2**20, config.workers, ", ".join(output_prefixes(config.output_prefix, keys, codeswitcher is not None)),
     )
     start = time.time()
-    next_log = config.log_interval if config.log_interval > 0 else None
     committed = False
     try:
         for key in keys:
@@ -526,74 +523,17 @@ def preprocess(
             writers[key] = IndexedDatasetWriter(prefix, dtype)
             if codeswitcher is not None:
                 mask_writers[key] = IndexedDatasetWriter(loss_mask_prefix(prefix), np.uint8)
-        done = False
-        progress = 0.0
         cs_threads = config.codeswitch_threads or max(1, min(8, config.workers // 4))
         encoded = _encoded_batches(reader, tokenizer_factory, tokenizer, keys, dtype, config, pool_holder, throttle)
-        for results, progress, switched in _codeswitched_batches(
-            encoded, codeswitcher, len(keys), dtype, vocab_size, cs_threads
-        ):
-            switched_docs = iter(switched[0]) if switched is not None else None
-            if switched is not None:
-                stats.codeswitch_s += switched[1]
-            for arrays, nbytes, reason in results:
-                stats.records += 1
-                stats.input_bytes += nbytes
-                if arrays is None:
-                    stats.malformed += 1
-                    if stats.malformed <= 10:
-                        logger.warning("skipped malformed record: %s", reason)
-                    continue
-                for key, arr in zip(keys, arrays):
-                    if arr is None:
-                        stats.empty[key] += 1
-                        continue
-                    if switched_docs is not None:
-                        tokens, mask = next(switched_docs)
-                        writers[key].add_document(tokens)
-                        mask_writers[key].add_document(mask)
-                    else:
-                        tokens = arr
-                        writers[key].add_document(tokens)
-                    stats.documents[key] += 1
-                    stats.tokens[key] += int(tokens.size)
-                if next_log is not None and stats.records >= next_log:
-                    next_log += config.log_interval
-                    _log_progress(stats, start, progress, config.max_tokens)
-                if config.max_tokens is not None and stats.total_tokens >= config.max_tokens:
-                    stats.stopped_at_max_tokens = True
-                    done = True
-                    break
-            if done:
-                break
+        batches = _codeswitched_batches(encoded, codeswitcher, len(keys), dtype, vocab_size, cs_threads)
+        _write_batches(batches, keys, writers, mask_writers, config, stats, start)
         throttle.stop()
         if stats.total_documents == 0:
             raise InputError(
                 f"nothing to write: {stats.records} record(s) read, {sum(stats.empty.values())} empty "
                 f"document(s), {stats.malformed} malformed record(s) skipped (check --input and --json-keys)"
             )
-        if codeswitcher is not None and hasattr(codeswitcher, "applied_stats"):
-            # No silent nothing: print the substitution count and ratio; substituting nothing
-            # where something was expected is an error before anything is published.
-            cs_stats = codeswitcher.applied_stats()
-            logger.info("codeswitching: %s", cs_stats.describe())
-            cs_stats.check(codeswitcher.config.ratio, "--codeswitch")
-        # Finalize everything, then rename loss masks before texts: a text dataset never
-        # appears without the mask it was written with (it would silently train unmasked).
-        for w in list(mask_writers.values()) + list(writers.values()):
-            w.finalize()
-        for w in list(mask_writers.values()) + list(writers.values()):
-            w.publish()
-        for key in keys:
-            text = writers[key].prefix
-            if codeswitcher is not None:
-                write_loss_mask_record(text)
-            else:
-                # a mask left by an earlier --codeswitch run on this prefix would silently mask
-                # the new plain text's targets; removed once the new text is in place
-                for path in remove_loss_mask(text):
-                    logger.info("removed stale loss mask file %s (this run writes no loss mask)", path)
-        stats.outputs = [writers[k].prefix for k in keys] + [mask_writers[k].prefix for k in mask_writers]
+        _publish(keys, writers, mask_writers, codeswitcher, stats)
         committed = True
     finally:
         throttle.stop()
@@ -609,6 +549,83 @@ def preprocess(
     stats.elapsed_s = time.time() - start
     _log_summary(stats)
     return stats
+
+
+def _write_batches(
+    batches: Iterator[Tuple[List[_Encoded], float, Optional[Tuple[List[Tuple[np.ndarray, np.ndarray]], float]]]],
+    keys: Sequence[str],
+    writers: Dict[str, IndexedDatasetWriter],
+    mask_writers: Dict[str, IndexedDatasetWriter],
+    config: PreprocessConfig,
+    stats: PreprocessStats,
+    start: float,
+) -> None:
+    """Append the documents of ``batches`` (in input order) to the writers, counting in ``stats``;
+    stops at ``config.max_tokens``."""
+    next_log = config.log_interval if config.log_interval > 0 else None
+    for results, progress, switched in batches:
+        switched_docs = iter(switched[0]) if switched is not None else None
+        if switched is not None:
+            stats.codeswitch_s += switched[1]
+        for arrays, nbytes, reason in results:
+            stats.records += 1
+            stats.input_bytes += nbytes
+            if arrays is None:
+                stats.malformed += 1
+                if stats.malformed <= 10:
+                    logger.warning("skipped malformed record: %s", reason)
+                continue
+            for key, arr in zip(keys, arrays):
+                if arr is None:
+                    stats.empty[key] += 1
+                    continue
+                if switched_docs is not None:
+                    tokens, mask = next(switched_docs)
+                    mask_writers[key].add_document(mask)
+                else:
+                    tokens = arr
+                writers[key].add_document(tokens)
+                stats.documents[key] += 1
+                stats.tokens[key] += int(tokens.size)
+            if next_log is not None and stats.records >= next_log:
+                next_log += config.log_interval
+                _log_progress(stats, start, progress, config.max_tokens)
+            if config.max_tokens is not None and stats.total_tokens >= config.max_tokens:
+                stats.stopped_at_max_tokens = True
+                return
+
+
+def _publish(
+    keys: Sequence[str],
+    writers: Dict[str, IndexedDatasetWriter],
+    mask_writers: Dict[str, IndexedDatasetWriter],
+    codeswitcher: Optional[Any],
+    stats: PreprocessStats,
+) -> None:
+    """Check the codeswitching counts, then rename every output into place (masks first) and
+    record (or remove) each text's loss mask."""
+    if codeswitcher is not None and hasattr(codeswitcher, "applied_stats"):
+        # No silent nothing: print the substitution count and ratio; substituting nothing
+        # where something was expected is an error before anything is published.
+        cs_stats = codeswitcher.applied_stats()
+        logger.info("codeswitching: %s", cs_stats.describe())
+        cs_stats.check(codeswitcher.config.ratio, "--codeswitch")
+    # Finalize everything, then rename loss masks before texts: a text dataset never
+    # appears without the mask it was written with (it would silently train unmasked).
+    for w in list(mask_writers.values()) + list(writers.values()):
+        w.finalize()
+    for w in list(mask_writers.values()) + list(writers.values()):
+        w.publish()
+    for key in keys:
+        text = writers[key].prefix
+        if codeswitcher is not None:
+            write_loss_mask_record(text)
+        else:
+            # a mask left by an earlier --codeswitch run on this prefix would silently mask
+            # the new plain text's targets; removed once the new text is in place
+            for path in remove_loss_mask(text):
+                logger.info("removed stale loss mask file %s (this run writes no loss mask)", path)
+    stats.outputs = [writers[k].prefix for k in keys] + [mask_writers[k].prefix for k in mask_writers]
 
 
 def _log_progress(stats: PreprocessStats, start: float, progress: float, max_tokens: Optional[int]) -> None:

@@ -454,6 +454,25 @@ class CorpusReader:
             parquet.close()
 
 
+def iter_documents(inputs: Sequence[str], json_keys: Sequence[str] = ("text",), input_format: str = "auto") -> Iterator[str]:
+    """The non-empty documents of ``inputs`` as strings, streamed (word counting, tokenizer training).
+
+    The files are read as ``tools/preprocess_data.py`` reads them (:class:`CorpusReader`, one
+    document per line of plain text); a list value (Megatron's pre-split sentences) gives one
+    document per element.
+
+    Raises:
+        InputError: a missing file, an unknown extension, an unreadable file.
+        MalformedRecordError: a record that cannot be decoded (names ``path:line``).
+    """
+    config = ReaderConfig(json_keys=tuple(json_keys), input_format=input_format)
+    for record in CorpusReader(inputs, config):
+        for value in decode_record(record, config.json_keys):
+            for text in value if isinstance(value, list) else [value]:
+                if text:
+                    yield text
+
+
 def _is_string_view(typ) -> bool:
     import pyarrow as pa
 

@@ -7,11 +7,10 @@ Modules:
 * :mod:`.results` — atomic JSON results and readable tables.
 * :mod:`.runtime` — process setup (distributed + parallel state, RNG seeding, main rank).
 * :mod:`.loading` — the one entry point that loads a checkpoint (and its tokenizer) for evaluation.
-* :mod:`.reference_models` — GPT models with known distributions (uniform, bigram) for checks.
 * :mod:`.perplexity` — per-language perplexity on binarized data, split into seen/unseen words.
 * :mod:`.nli_formats` — readers for XNLI 1.0 TSV, MultiNLI JSONL and HF-style JSONL.
 * :mod:`.xnli` — zero-shot cross-lingual transfer (fine-tune on English, test on targets).
-* :mod:`.clka_templates`, :mod:`.clka` — the synthetic-knowledge generator and its scorer.
+* :mod:`.clka` — the CLKA scorer (the generator: :mod:`megatron_prealign.synthetic.clka`).
 * :mod:`.mixed_script` — share of English-prompt continuations containing target-language tokens.
 * :mod:`.similarity` — aligned-word cosine similarity per level.
 * :mod:`.summary` — paper-style tables and curves from result JSONs.

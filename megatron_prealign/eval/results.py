@@ -2,42 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from megatron_prealign.platform.files import write_json_atomic  # noqa: F401  (re-export for tools/eval_*.py)
+
 RESULT_SCHEMA_VERSION = 1
-
-
-def write_json_atomic(path: str, payload: Dict[str, Any]) -> None:
-    """Write ``payload`` as JSON to ``path`` via ``{path}.tmp-<pid>`` in the same folder + rename.
-
-    Temporary files of earlier writers of ``path`` killed before their rename (``kill -9``)
-    are removed first, when their pid is no longer alive.
-
-    Args:
-        path: destination file; its folder is created if missing.
-        payload: JSON-serialisable mapping.
-
-    Raises:
-        OSError: the folder cannot be created or written (e.g. read-only).
-    """
-    from megatron_prealign.platform.process import remove_stale_temp_files, temp_name
-
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    remove_stale_temp_files(path)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, ensure_ascii=False, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def format_value(value: Any, digits: int = 2) -> str:

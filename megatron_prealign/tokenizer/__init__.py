@@ -10,7 +10,7 @@
 * :func:`train_byte_level_bpe`: train a GPT-2-style tokenizer on local text.
 """
 
-from megatron_prealign.tokenizer.base import PreAlignTokenizer, check_table_tokenizer, same_tokenizer
+from megatron_prealign.tokenizer.base import PreAlignTokenizer, same_tokenizer
 from megatron_prealign.tokenizer.en_clone import EN_CLONE_LANGUAGE, EnCloneTokenizer
 from megatron_prealign.tokenizer.tokenizer import (
     TOKENIZER_TYPES,
@@ -27,7 +27,6 @@ __all__ = [
     "build_tokenizer",
     "PreAlignTokenizer",
     "same_tokenizer",
-    "check_table_tokenizer",
     "EnCloneTokenizer",
     "EN_CLONE_LANGUAGE",
     "TOKENIZER_TYPES",

@@ -31,7 +31,6 @@ into pieces (``▁bank,``) keep it inside the word (no pre-tokenizer splits it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import unicodedata
@@ -46,7 +45,6 @@ __all__ = [
     "bytes_to_unicode",
     "starts_word_bytes",
     "starts_word_text",
-    "file_sha256",
 ]
 
 
@@ -145,15 +143,6 @@ def starts_word_text(piece: str, space_marker: str = "\u2581") -> bool:
     if _is_hyphen_continuation(piece):
         return False
     return _char_starts_word(piece[0])
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file (recorded in ``describe()`` to detect mismatched tokenizers)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class PreAlignTokenizer:
@@ -315,33 +304,6 @@ def same_tokenizer(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     if isinstance(base_a, dict) and isinstance(base_b, dict):
         return same_tokenizer(base_a, base_b)
     return True
-
-
-def check_table_tokenizer(table_tokenizer: Optional[Dict[str, Any]], tokenizer: Any, flag: str, path: str) -> None:
-    """Refuse an alignment table built for another tokenizer than ``tokenizer`` (one line).
-
-    The single copy of the "table was built for this tokenizer" check used by every tool and by
-    training. A table without a tokenizer record (older tables) passes: its ids are still checked
-    against the vocabulary by ``AlignmentTable.validate``.
-
-    Args:
-        table_tokenizer: the table's recorded ``describe()`` (``AlignmentTable.tokenizer``).
-        tokenizer: the tokenizer in use (needs ``describe()`` and ``vocab_size``).
-        flag: the command-line flag naming the table (``--alignment-table``).
-        path: the table's path.
-
-    Raises:
-        ValueError: the two tokenizers differ.
-    """
-    describe = getattr(tokenizer, "describe", None)
-    if not table_tokenizer or describe is None:
-        return
-    mine = describe()
-    if not same_tokenizer(table_tokenizer, mine):
-        raise ValueError(
-            f"{flag} {path}: was built for another tokenizer ({table_tokenizer.get('type')}, vocab "
-            f"{table_tokenizer.get('vocab_size')}) than this run's ({mine.get('type')}, vocab {tokenizer.vocab_size})"
-        )
 
 
 def check_file(path: Optional[str], flag: str) -> str:

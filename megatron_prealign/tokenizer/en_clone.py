@@ -5,23 +5,20 @@ keeps id ``i``; its clone is ``i + V``. Special tokens (EOD, pad, control pieces
 they keep their ids in both languages, so documents end with the same EOD and megatron-core's
 dataset needs no change. Ids ``s + V`` for special ``s`` are never produced.
 
-``clone_indexed_dataset`` turns an English Megatron ``.bin/.idx`` dataset into its En-Clone twin
-(streamed in chunks, written under a temporary name and renamed). The alignment table mapping
-every English word to its clone is built by
-``megatron_prealign.alignment.build.build_en_clone_table``.
+The dataset pass (an English ``.bin/.idx`` into its En-Clone twin) is
+``megatron_prealign.data.en_clone.clone_indexed_dataset``; the alignment table mapping every
+English word to its clone is built by ``megatron_prealign.alignment.build.build_en_clone_table``.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List
 
 import numpy as np
 
 from megatron_prealign.tokenizer.base import PreAlignTokenizer, ids_list
 
-__all__ = ["EN_CLONE_LANGUAGE", "EnCloneTokenizer", "clone_indexed_dataset", "clone_dtype"]
+__all__ = ["EN_CLONE_LANGUAGE", "EnCloneTokenizer", "clone_dtype"]
 
 #: Language code of the clone in alignment tables and codeswitch configs.
 EN_CLONE_LANGUAGE = "en_clone"
@@ -143,101 +140,3 @@ class EnCloneTokenizer(PreAlignTokenizer):
 def clone_dtype(vocab_size: int) -> type:
     """Megatron's token dtype for a vocabulary (uint16 below 65500 ids, else int32)."""
     return np.uint16 if vocab_size < 65500 else np.int32
-
-
-def clone_indexed_dataset(
-    input_prefix: str,
-    output_prefix: str,
-    tokenizer: EnCloneTokenizer,
-    chunk_tokens: int = 1 << 24,
-    progress: Optional[Callable[[int, int], None]] = None,
-) -> Dict[str, Any]:
-    """Write the En-Clone twin of a Megatron ``.bin/.idx`` dataset.
-
-    Sequence lengths and document boundaries are copied; every token is mapped with
-    :meth:`EnCloneTokenizer.clone_ids`; the output dtype is Megatron's choice for ``2V`` ids.
-    The token buffer is streamed in chunks of ``chunk_tokens``. Both files are written under
-    ``{output_prefix}.tmp-{pid}`` and renamed (``.bin`` first, ``.idx`` last) on success.
-
-    Args:
-        input_prefix (str): English dataset prefix (``prefix.bin``/``prefix.idx``).
-        output_prefix (str): output prefix.
-        tokenizer (EnCloneTokenizer): built on the tokenizer that produced the input.
-        chunk_tokens (int): tokens per streamed chunk.
-        progress (Optional[Callable[[int, int], None]]): called with (tokens done, total),
-            first with ``(0, total)`` when streaming starts.
-
-    Returns:
-        Dict[str, Any]: ``{"tokens", "sequences", "documents", "dtype", "seconds"}``.
-
-    Raises:
-        FileNotFoundError: the input dataset is missing.
-        ValueError: the input ``.idx``/``.bin`` is truncated or corrupt
-            (``IndexedDatasetError``), or an input token is outside the base vocabulary (names
-            the dataset and offset).
-    """
-    from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
-
-    from megatron_prealign.data.indexed import check_indexed_dataset
-
-    for ext in (".bin", ".idx"):
-        if not os.path.isfile(input_prefix + ext):
-            raise FileNotFoundError(f"--input: no such file: {input_prefix + ext}")
-    # a truncated/corrupt .idx or .bin -> one-line IndexedDatasetError (a ValueError) instead of
-    # megatron-core's bare struct/buffer errors
-    header = check_indexed_dataset(input_prefix)
-    inputs = {os.path.realpath(input_prefix + ext) for ext in (".bin", ".idx")}
-    if inputs & {os.path.realpath(output_prefix + ext) for ext in (".bin", ".idx")}:
-        raise ValueError(f"--output-prefix {output_prefix} would overwrite the input dataset {input_prefix}")
-    out_dir = os.path.dirname(os.path.abspath(output_prefix))
-    os.makedirs(out_dir, exist_ok=True)
-    from megatron_prealign.platform.process import remove_stale_temp_files
-
-    remove_stale_temp_files(output_prefix)  # left by a run killed with kill -9
-    start = time.time()
-    ds = IndexedDataset(input_prefix, multimodal=header.multimodal, mmap=True)
-    in_dtype = ds.index.dtype
-    out_dtype = clone_dtype(tokenizer.vocab_size)
-    total = int(np.sum(ds.sequence_lengths, dtype=np.int64))
-    data = np.memmap(input_prefix + ".bin", dtype=in_dtype, mode="r")
-    if data.size < total:
-        raise ValueError(f"{input_prefix}.bin holds {data.size} tokens, its index claims {total}")
-
-    tmp = f"{output_prefix}.tmp-{os.getpid()}"
-    builder = IndexedDatasetBuilder(tmp + ".bin", dtype=out_dtype)
-    try:
-        done = 0
-        if progress is not None:
-            progress(0, total)
-        while done < total:
-            end = min(total, done + chunk_tokens)
-            chunk = np.asarray(data[done:end])
-            try:
-                cloned = tokenizer.clone_ids(chunk.astype(np.int64))
-            except ValueError as e:
-                raise ValueError(f"{input_prefix}.bin tokens [{done}, {end}): {e}") from None
-            builder.data_file.write(cloned.astype(out_dtype, copy=False).tobytes(order="C"))
-            done = end
-            if progress is not None:
-                progress(done, total)
-        builder.sequence_lengths = ds.sequence_lengths.tolist()
-        builder.document_indices = ds.document_indices.tolist()
-        builder.finalize(tmp + ".idx")
-        os.replace(tmp + ".bin", output_prefix + ".bin")
-        os.replace(tmp + ".idx", output_prefix + ".idx")
-    except BaseException:
-        if not builder.data_file.closed:
-            builder.data_file.close()
-        for ext in (".bin", ".idx"):
-            if os.path.exists(tmp + ext):
-                os.remove(tmp + ext)
-        raise
-    finally:
-        del data
-    return {
-        "tokens": total,
-        "sequences": int(len(ds.sequence_lengths)),
-        "documents": int(len(ds.document_indices) - 1),
-        "dtype": np.dtype(out_dtype).name,
-        "seconds": time.time() - start,
-    }

@@ -25,10 +25,10 @@ import os
 import re
 from typing import Any, Dict, Iterable, List, Optional
 
+from megatron_prealign.platform.files import file_sha256
 from megatron_prealign.tokenizer.base import (
     PreAlignTokenizer,
     check_file,
-    file_sha256,
     ids_list,
     starts_word_bytes,
     starts_word_text,
@@ -59,6 +59,15 @@ def _byte_level_starts_word(token: str) -> bool:
         return starts_word_text(token)
     return starts_word_bytes(data)
 
+
+
+def _describe_with_files(tok: PreAlignTokenizer, **files: str) -> Dict[str, Any]:
+    """``describe()`` of a file-based tokenizer: type, the files, their SHA-256, sizes, specials
+    (keys in this order: the dict is written into tables and checkpoints)."""
+    out: Dict[str, Any] = {"type": tok.tokenizer_type, **files}
+    out.update({f"{name}_sha256": file_sha256(path) for name, path in files.items()})
+    out.update(vocab_size=tok.vocab_size, eod=tok.eod, pad=tok.pad)
+    return out
 
 class _TokenizersLibraryTokenizer(PreAlignTokenizer):
     """Encoding and decoding through a ``tokenizers.Tokenizer`` held in ``self._tok``."""
@@ -123,16 +132,7 @@ class GPT2BPETokenizer(_TokenizersLibraryTokenizer):
         return _byte_level_starts_word(self._id_to_token[token_id])
 
     def describe(self) -> Dict[str, Any]:
-        return {
-            "type": self.tokenizer_type,
-            "vocab_file": self.vocab_file,
-            "merge_file": self.merge_file,
-            "vocab_file_sha256": file_sha256(self.vocab_file),
-            "merge_file_sha256": file_sha256(self.merge_file),
-            "vocab_size": self.vocab_size,
-            "eod": self.eod,
-            "pad": self.pad,
-        }
+        return _describe_with_files(self, vocab_file=self.vocab_file, merge_file=self.merge_file)
 
 
 def _config_token(value: Any) -> Optional[str]:
@@ -234,14 +234,7 @@ class HuggingFaceTokenizer(_TokenizersLibraryTokenizer):
         return starts_word_text(token, self._space_marker)
 
     def describe(self) -> Dict[str, Any]:
-        return {
-            "type": self.tokenizer_type,
-            "tokenizer_model": self.tokenizer_file,
-            "tokenizer_model_sha256": file_sha256(self.tokenizer_file),
-            "vocab_size": self.vocab_size,
-            "eod": self.eod,
-            "pad": self.pad,
-        }
+        return _describe_with_files(self, tokenizer_model=self.tokenizer_file)
 
 
 class GPTSentencePieceTokenizer(PreAlignTokenizer):
@@ -292,14 +285,7 @@ class GPTSentencePieceTokenizer(PreAlignTokenizer):
         return starts_word_text(self._pieces[token_id])
 
     def describe(self) -> Dict[str, Any]:
-        return {
-            "type": self.tokenizer_type,
-            "tokenizer_model": self.tokenizer_file,
-            "tokenizer_model_sha256": file_sha256(self.tokenizer_file),
-            "vocab_size": self.vocab_size,
-            "eod": self.eod,
-            "pad": self.pad,
-        }
+        return _describe_with_files(self, tokenizer_model=self.tokenizer_file)
 
 
 class SentencePieceTokenizer(GPTSentencePieceTokenizer):

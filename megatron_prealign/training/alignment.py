@@ -99,8 +99,7 @@ def build_alignment_stream(
             vocabulary; a table made with another tokenizer; a microbatch too small to hold a
             positive pair.
     """
-    from megatron_prealign.alignment import AlignmentTable
-    from megatron_prealign.tokenizer import check_table_tokenizer
+    from megatron_prealign.alignment import AlignmentTable, check_table_tokenizer
 
     table = AlignmentTable.load(table_path)
     vocab = min(int(tokenizer.vocab_size), int(model_vocab_size))
@@ -109,7 +108,7 @@ def build_alignment_stream(
     except ValueError as exc:
         raise ValueError(f"--alignment-table: {exc} (model vocabulary {model_vocab_size}, tokenizer "
                          f"{tokenizer.vocab_size})") from None
-    check_table_tokenizer(table.tokenizer, tokenizer, "--alignment-table", table_path)
+    check_table_tokenizer(table, tokenizer, "--alignment-table")
     config = WordBatchConfig(
         words_per_microbatch=words_per_microbatch,
         micro_batch_size=micro_batch_size,

@@ -208,96 +208,102 @@ RELATIONS: Tuple[Relation, ...] = (
 """The 24 relations (every template slot takes an uninflected name)."""
 
 
-# Closed-class entities: per-language forms that fit the template slots above.
+def _forms(table: str) -> Tuple[Dict[str, str], ...]:
+    """Rows of ``" | "``-separated forms (one per language, LANGUAGES order) -> dicts."""
+    return tuple(dict(zip(LANGUAGES, (f.strip() for f in line.split("|")))) for line in table.strip().splitlines())
+
+
+# Closed-class entities: per-language forms that fit the template slots above, one per line in
+# LANGUAGES order, separated by " | ".
 CLOSED_ENTITIES: Dict[str, Tuple[Dict[str, str], ...]] = {
-    "country": (
-        {"en": "France", "de": "Frankreich", "zh": "法国", "ru": "Франция", "ar": "فرنسا"},
-        {"en": "Italy", "de": "Italien", "zh": "意大利", "ru": "Италия", "ar": "إيطاليا"},
-        {"en": "Spain", "de": "Spanien", "zh": "西班牙", "ru": "Испания", "ar": "إسبانيا"},
-        {"en": "Japan", "de": "Japan", "zh": "日本", "ru": "Япония", "ar": "اليابان"},
-        {"en": "Brazil", "de": "Brasilien", "zh": "巴西", "ru": "Бразилия", "ar": "البرازيل"},
-        {"en": "Canada", "de": "Kanada", "zh": "加拿大", "ru": "Канада", "ar": "كندا"},
-        {"en": "Egypt", "de": "Ägypten", "zh": "埃及", "ru": "Египет", "ar": "مصر"},
-        {"en": "India", "de": "Indien", "zh": "印度", "ru": "Индия", "ar": "الهند"},
-        {"en": "Mexico", "de": "Mexiko", "zh": "墨西哥", "ru": "Мексика", "ar": "المكسيك"},
-        {"en": "Norway", "de": "Norwegen", "zh": "挪威", "ru": "Норвегия", "ar": "النرويج"},
-        {"en": "Poland", "de": "Polen", "zh": "波兰", "ru": "Польша", "ar": "بولندا"},
-        {"en": "Kenya", "de": "Kenia", "zh": "肯尼亚", "ru": "Кения", "ar": "كينيا"},
-        {"en": "Argentina", "de": "Argentinien", "zh": "阿根廷", "ru": "Аргентина", "ar": "الأرجنتين"},
-        {"en": "Sweden", "de": "Schweden", "zh": "瑞典", "ru": "Швеция", "ar": "السويد"},
-        {"en": "Greece", "de": "Griechenland", "zh": "希腊", "ru": "Греция", "ar": "اليونان"},
-        {"en": "Portugal", "de": "Portugal", "zh": "葡萄牙", "ru": "Португалия", "ar": "البرتغال"},
-    ),
-    "language": (
-        {"en": "Italian", "de": "Italienisch", "zh": "意大利语", "ru": "итальянский", "ar": "الإيطالية"},
-        {"en": "Spanish", "de": "Spanisch", "zh": "西班牙语", "ru": "испанский", "ar": "الإسبانية"},
-        {"en": "Japanese", "de": "Japanisch", "zh": "日语", "ru": "японский", "ar": "اليابانية"},
-        {"en": "Portuguese", "de": "Portugiesisch", "zh": "葡萄牙语", "ru": "португальский", "ar": "البرتغالية"},
-        {"en": "Swedish", "de": "Schwedisch", "zh": "瑞典语", "ru": "шведский", "ar": "السويدية"},
-        {"en": "Turkish", "de": "Türkisch", "zh": "土耳其语", "ru": "турецкий", "ar": "التركية"},
-        {"en": "Polish", "de": "Polnisch", "zh": "波兰语", "ru": "польский", "ar": "البولندية"},
-        {"en": "Greek", "de": "Griechisch", "zh": "希腊语", "ru": "греческий", "ar": "اليونانية"},
-        {"en": "Hindi", "de": "Hindi", "zh": "印地语", "ru": "хинди", "ar": "الهندية"},
-        {"en": "Persian", "de": "Persisch", "zh": "波斯语", "ru": "персидский", "ar": "الفارسية"},
-        {"en": "Korean", "de": "Koreanisch", "zh": "韩语", "ru": "корейский", "ar": "الكورية"},
-        {"en": "Dutch", "de": "Niederländisch", "zh": "荷兰语", "ru": "нидерландский", "ar": "الهولندية"},
-    ),
-    "occupation": (
-        {"en": "a teacher", "de": "Lehrer", "zh": "教师", "ru": "учитель", "ar": "مدرس"},
-        {"en": "an engineer", "de": "Ingenieur", "zh": "工程师", "ru": "инженер", "ar": "مهندس"},
-        {"en": "a physician", "de": "Arzt", "zh": "医生", "ru": "врач", "ar": "طبيب"},
-        {"en": "a lawyer", "de": "Rechtsanwalt", "zh": "律师", "ru": "юрист", "ar": "محامٍ"},
-        {"en": "an architect", "de": "Architekt", "zh": "建筑师", "ru": "архитектор", "ar": "مهندس معماري"},
-        {"en": "a pharmacist", "de": "Apotheker", "zh": "药剂师", "ru": "фармацевт", "ar": "صيدلي"},
-        {"en": "a pilot", "de": "Pilot", "zh": "飞行员", "ru": "пилот", "ar": "طيار"},
-        {"en": "a journalist", "de": "Journalist", "zh": "记者", "ru": "журналист", "ar": "صحفي"},
-        {"en": "a carpenter", "de": "Tischler", "zh": "木匠", "ru": "плотник", "ar": "نجار"},
-        {"en": "a baker", "de": "Bäcker", "zh": "面包师", "ru": "пекарь", "ar": "خباز"},
-        {"en": "a painter", "de": "Maler", "zh": "画家", "ru": "художник", "ar": "رسام"},
-        {"en": "an accountant", "de": "Buchhalter", "zh": "会计师", "ru": "бухгалтер", "ar": "محاسب"},
-    ),
-    "instrument": (
-        {"en": "violin", "de": "Geige", "zh": "小提琴", "ru": "скрипка", "ar": "الكمان"},
-        {"en": "piano", "de": "Klavier", "zh": "钢琴", "ru": "фортепиано", "ar": "البيانو"},
-        {"en": "cello", "de": "Cello", "zh": "大提琴", "ru": "виолончель", "ar": "التشيلو"},
-        {"en": "flute", "de": "Flöte", "zh": "长笛", "ru": "флейта", "ar": "الفلوت"},
-        {"en": "trumpet", "de": "Trompete", "zh": "小号", "ru": "труба", "ar": "البوق"},
-        {"en": "guitar", "de": "Gitarre", "zh": "吉他", "ru": "гитара", "ar": "الغيتار"},
-        {"en": "harp", "de": "Harfe", "zh": "竖琴", "ru": "арфа", "ar": "القيثارة"},
-        {"en": "clarinet", "de": "Klarinette", "zh": "单簧管", "ru": "кларнет", "ar": "الكلارينيت"},
-        {"en": "drums", "de": "Schlagzeug", "zh": "架子鼓", "ru": "барабаны", "ar": "الطبول"},
-        {"en": "saxophone", "de": "Saxofon", "zh": "萨克斯管", "ru": "саксофон", "ar": "الساكسفون"},
-        {"en": "organ", "de": "Orgel", "zh": "管风琴", "ru": "орган", "ar": "الأرغن"},
-        {"en": "accordion", "de": "Akkordeon", "zh": "手风琴", "ru": "аккордеон", "ar": "الأكورديون"},
-    ),
-    "sport": (
-        {"en": "tennis", "de": "Tennis", "zh": "网球", "ru": "теннис", "ar": "التنس"},
-        {"en": "football", "de": "Fußball", "zh": "足球", "ru": "футбол", "ar": "كرة القدم"},
-        {"en": "basketball", "de": "Basketball", "zh": "篮球", "ru": "баскетбол", "ar": "كرة السلة"},
-        {"en": "volleyball", "de": "Volleyball", "zh": "排球", "ru": "волейбол", "ar": "الكرة الطائرة"},
-        {"en": "handball", "de": "Handball", "zh": "手球", "ru": "гандбол", "ar": "كرة اليد"},
-        {"en": "golf", "de": "Golf", "zh": "高尔夫球", "ru": "гольф", "ar": "الغولف"},
-        {"en": "ice hockey", "de": "Eishockey", "zh": "冰球", "ru": "хоккей", "ar": "هوكي الجليد"},
-        {"en": "cricket", "de": "Cricket", "zh": "板球", "ru": "крикет", "ar": "الكريكيت"},
-        {"en": "rugby", "de": "Rugby", "zh": "橄榄球", "ru": "регби", "ar": "الرغبي"},
-        {"en": "baseball", "de": "Baseball", "zh": "棒球", "ru": "бейсбол", "ar": "البيسبول"},
-        {"en": "badminton", "de": "Badminton", "zh": "羽毛球", "ru": "бадминтон", "ar": "الريشة الطائرة"},
-        {"en": "table tennis", "de": "Tischtennis", "zh": "乒乓球", "ru": "настольный теннис", "ar": "كرة الطاولة"},
-    ),
-    "field": (
-        {"en": "physics", "de": "Physik", "zh": "物理学", "ru": "физика", "ar": "الفيزياء"},
-        {"en": "chemistry", "de": "Chemie", "zh": "化学", "ru": "химия", "ar": "الكيمياء"},
-        {"en": "biology", "de": "Biologie", "zh": "生物学", "ru": "биология", "ar": "علم الأحياء"},
-        {"en": "mathematics", "de": "Mathematik", "zh": "数学", "ru": "математика", "ar": "الرياضيات"},
-        {"en": "astronomy", "de": "Astronomie", "zh": "天文学", "ru": "астрономия", "ar": "علم الفلك"},
-        {"en": "linguistics", "de": "Linguistik", "zh": "语言学", "ru": "лингвистика", "ar": "اللسانيات"},
-        {"en": "geology", "de": "Geologie", "zh": "地质学", "ru": "геология", "ar": "الجيولوجيا"},
-        {"en": "medicine", "de": "Medizin", "zh": "医学", "ru": "медицина", "ar": "الطب"},
-        {"en": "philosophy", "de": "Philosophie", "zh": "哲学", "ru": "философия", "ar": "الفلسفة"},
-        {"en": "sociology", "de": "Soziologie", "zh": "社会学", "ru": "социология", "ar": "علم الاجتماع"},
-        {"en": "psychology", "de": "Psychologie", "zh": "心理学", "ru": "психология", "ar": "علم النفس"},
-        {"en": "economics", "de": "Ökonomie", "zh": "经济学", "ru": "экономика", "ar": "الاقتصاد"},
-    ),
+    "country": _forms("""
+        France | Frankreich | 法国 | Франция | فرنسا
+        Italy | Italien | 意大利 | Италия | إيطاليا
+        Spain | Spanien | 西班牙 | Испания | إسبانيا
+        Japan | Japan | 日本 | Япония | اليابان
+        Brazil | Brasilien | 巴西 | Бразилия | البرازيل
+        Canada | Kanada | 加拿大 | Канада | كندا
+        Egypt | Ägypten | 埃及 | Египет | مصر
+        India | Indien | 印度 | Индия | الهند
+        Mexico | Mexiko | 墨西哥 | Мексика | المكسيك
+        Norway | Norwegen | 挪威 | Норвегия | النرويج
+        Poland | Polen | 波兰 | Польша | بولندا
+        Kenya | Kenia | 肯尼亚 | Кения | كينيا
+        Argentina | Argentinien | 阿根廷 | Аргентина | الأرجنتين
+        Sweden | Schweden | 瑞典 | Швеция | السويد
+        Greece | Griechenland | 希腊 | Греция | اليونان
+        Portugal | Portugal | 葡萄牙 | Португалия | البرتغال
+    """),
+    "language": _forms("""
+        Italian | Italienisch | 意大利语 | итальянский | الإيطالية
+        Spanish | Spanisch | 西班牙语 | испанский | الإسبانية
+        Japanese | Japanisch | 日语 | японский | اليابانية
+        Portuguese | Portugiesisch | 葡萄牙语 | португальский | البرتغالية
+        Swedish | Schwedisch | 瑞典语 | шведский | السويدية
+        Turkish | Türkisch | 土耳其语 | турецкий | التركية
+        Polish | Polnisch | 波兰语 | польский | البولندية
+        Greek | Griechisch | 希腊语 | греческий | اليونانية
+        Hindi | Hindi | 印地语 | хинди | الهندية
+        Persian | Persisch | 波斯语 | персидский | الفارسية
+        Korean | Koreanisch | 韩语 | корейский | الكورية
+        Dutch | Niederländisch | 荷兰语 | нидерландский | الهولندية
+    """),
+    "occupation": _forms("""
+        a teacher | Lehrer | 教师 | учитель | مدرس
+        an engineer | Ingenieur | 工程师 | инженер | مهندس
+        a physician | Arzt | 医生 | врач | طبيب
+        a lawyer | Rechtsanwalt | 律师 | юрист | محامٍ
+        an architect | Architekt | 建筑师 | архитектор | مهندس معماري
+        a pharmacist | Apotheker | 药剂师 | фармацевт | صيدلي
+        a pilot | Pilot | 飞行员 | пилот | طيار
+        a journalist | Journalist | 记者 | журналист | صحفي
+        a carpenter | Tischler | 木匠 | плотник | نجار
+        a baker | Bäcker | 面包师 | пекарь | خباز
+        a painter | Maler | 画家 | художник | رسام
+        an accountant | Buchhalter | 会计师 | бухгалтер | محاسب
+    """),
+    "instrument": _forms("""
+        violin | Geige | 小提琴 | скрипка | الكمان
+        piano | Klavier | 钢琴 | фортепиано | البيانو
+        cello | Cello | 大提琴 | виолончель | التشيلو
+        flute | Flöte | 长笛 | флейта | الفلوت
+        trumpet | Trompete | 小号 | труба | البوق
+        guitar | Gitarre | 吉他 | гитара | الغيتار
+        harp | Harfe | 竖琴 | арфа | القيثارة
+        clarinet | Klarinette | 单簧管 | кларнет | الكلارينيت
+        drums | Schlagzeug | 架子鼓 | барабаны | الطبول
+        saxophone | Saxofon | 萨克斯管 | саксофон | الساكسفون
+        organ | Orgel | 管风琴 | орган | الأرغن
+        accordion | Akkordeon | 手风琴 | аккордеон | الأكورديون
+    """),
+    "sport": _forms("""
+        tennis | Tennis | 网球 | теннис | التنس
+        football | Fußball | 足球 | футбол | كرة القدم
+        basketball | Basketball | 篮球 | баскетбол | كرة السلة
+        volleyball | Volleyball | 排球 | волейбол | الكرة الطائرة
+        handball | Handball | 手球 | гандбол | كرة اليد
+        golf | Golf | 高尔夫球 | гольф | الغولف
+        ice hockey | Eishockey | 冰球 | хоккей | هوكي الجليد
+        cricket | Cricket | 板球 | крикет | الكريكيت
+        rugby | Rugby | 橄榄球 | регби | الرغبي
+        baseball | Baseball | 棒球 | бейсбол | البيسبول
+        badminton | Badminton | 羽毛球 | бадминтон | الريشة الطائرة
+        table tennis | Tischtennis | 乒乓球 | настольный теннис | كرة الطاولة
+    """),
+    "field": _forms("""
+        physics | Physik | 物理学 | физика | الفيزياء
+        chemistry | Chemie | 化学 | химия | الكيمياء
+        biology | Biologie | 生物学 | биология | علم الأحياء
+        mathematics | Mathematik | 数学 | математика | الرياضيات
+        astronomy | Astronomie | 天文学 | астрономия | علم الفلك
+        linguistics | Linguistik | 语言学 | лингвистика | اللسانيات
+        geology | Geologie | 地质学 | геология | الجيولوجيا
+        medicine | Medizin | 医学 | медицина | الطب
+        philosophy | Philosophie | 哲学 | философия | الفلسفة
+        sociology | Soziologie | 社会学 | социология | علم الاجتماع
+        psychology | Psychologie | 心理学 | психология | علم النفس
+        economics | Ökonomie | 经济学 | экономика | الاقتصاد
+    """),
 }
 """Real-world closed-class objects, per language."""
 
