@@ -107,11 +107,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     from megatron_prealign.training import checkpointing
-    from megatron_prealign.training.loop import initialize_parallel
+    from megatron_prealign.platform import initialize
     from megatron_prealign.training.pretrain import pretrain
 
     try:
-        initialize_parallel(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed)
+        initialize(args.tensor_model_parallel_size, args.pipeline_model_parallel_size, args.seed)
         validate_args(args, world_size=torch.distributed.get_world_size())
         if torch.distributed.get_rank() == 0:
             for notice in noop_notices(args):

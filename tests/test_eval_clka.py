@@ -107,10 +107,10 @@ def test_ranking_sum_vs_length_normalised_and_ties():
 
 @pytest.fixture(scope="module")
 def bigram_model(single_process_parallel_state):
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
-    seed_model_parallel_rng()
+    seed_all()
     m = build_gpt_model(GPTModelConfig(num_layers=1, hidden_size=16, num_attention_heads=2, vocab_size=8, max_sequence_length=16,
                                        hidden_dropout=0.0, attention_dropout=0.0, untie_embeddings_and_output_weights=True)).eval()
     yield m

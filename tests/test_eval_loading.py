@@ -49,9 +49,9 @@ def test_roundtrip_loads_same_weights(tmp_path, single_process_parallel_state):
     tok = build_tokenizer("NullTokenizer", vocab_size=31)  # vocabulary 32
     cfg = GPTModelConfig(num_layers=1, hidden_size=16, num_attention_heads=2, vocab_size=32, max_sequence_length=8,
                          hidden_dropout=0.0, attention_dropout=0.0)
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
 
-    seed_model_parallel_rng(0)
+    seed_all(0)
     model = build_gpt_model(cfg).eval()
     ck = tmp_path / "iter_0000007"
     ck.mkdir()

@@ -63,10 +63,10 @@ def test_seen_sequences_per_language():
 
 @pytest.fixture(scope="module")
 def model(single_process_parallel_state):
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
-    seed_model_parallel_rng()
+    seed_all()
     m = build_gpt_model(GPTModelConfig(num_layers=1, hidden_size=16, num_attention_heads=2, vocab_size=V, max_sequence_length=8,
                                        hidden_dropout=0.0, attention_dropout=0.0, untie_embeddings_and_output_weights=True)).eval()
     yield m

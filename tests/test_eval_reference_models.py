@@ -7,10 +7,10 @@ import reference_models as rm
 
 
 def _build(**kw):
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
-    seed_model_parallel_rng(0)
+    seed_all(0)
     base = dict(num_layers=1, hidden_size=16, num_attention_heads=2, vocab_size=8, max_sequence_length=8,
                 hidden_dropout=0.0, attention_dropout=0.0)
     base.update(kw)

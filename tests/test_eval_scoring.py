@@ -7,14 +7,14 @@ import torch
 
 import reference_models as rm
 from megatron_prealign.eval import scoring
-from megatron_prealign.eval.runtime import seed_model_parallel_rng
+from megatron_prealign.platform import seed_all
 
 V = 8
 
 
 @pytest.fixture(scope="module")
 def model(single_process_parallel_state):
-    seed_model_parallel_rng()
+    seed_all()
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
     cfg = GPTModelConfig(num_layers=1, hidden_size=16, num_attention_heads=2, vocab_size=V, max_sequence_length=12,
@@ -85,10 +85,11 @@ def test_last_token_hidden_picks_real_last_position(model):
 
 _TP2_SCRIPT = r"""
 import json, sys, torch
-from megatron_prealign.eval.runtime import setup_eval_process, is_main_rank
+from megatron_prealign.eval.runtime import is_main_rank
+from megatron_prealign.platform import initialize
 from megatron_prealign.eval import scoring
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
-setup_eval_process(tensor_model_parallel_size=2, seed=0)
+initialize(tensor_model_parallel_size=2, seed=0)
 cfg = GPTModelConfig(**json.loads(sys.argv[2]))
 m = build_gpt_model(cfg).eval()
 x = torch.tensor([[1, 5, 9, 3, 7, 2], [4, 4, 8, 15, 0, 11]])
@@ -123,7 +124,7 @@ def test_tensor_parallel_scores_equal_tp1(model, tmp_path):
                     str(script), str(tmp_path / "out.json"), json.dumps(cfg)],
                    check=True, timeout=180, env=env, capture_output=True)
     got = json.loads((tmp_path / "out.json").read_text())
-    seed_model_parallel_rng(0)
+    seed_all(0)
     ref = build_gpt_model(GPTModelConfig(**cfg)).eval()
     x = torch.tensor([[1, 5, 9, 3, 7, 2], [4, 4, 8, 15, 0, 11]])
     with torch.no_grad():

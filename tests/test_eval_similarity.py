@@ -19,10 +19,10 @@ def _table():
 
 @pytest.fixture(scope="module")
 def model(single_process_parallel_state):
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
-    seed_model_parallel_rng(0)
+    seed_all(0)
     return build_gpt_model(GPTModelConfig(num_layers=2, hidden_size=16, num_attention_heads=2, vocab_size=2 * V,
                                           max_sequence_length=32, hidden_dropout=0.0, attention_dropout=0.0)).eval()
 

@@ -22,7 +22,7 @@ def setup(tmp_path_factory, single_process_parallel_state):
     from megatron.core import dist_checkpointing
 
     from megatron_prealign.synthetic import clka
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
     from megatron_prealign.tokenizer import EnCloneTokenizer, build_tokenizer
     from megatron_prealign.tokenizer.train import train_byte_level_bpe
@@ -37,7 +37,7 @@ def setup(tmp_path_factory, single_process_parallel_state):
     vocab = ((tok.vocab_size + 63) // 64) * 64
     cfg = GPTModelConfig(num_layers=1, hidden_size=32, num_attention_heads=2, vocab_size=vocab, max_sequence_length=64,
                          hidden_dropout=0.0, attention_dropout=0.0)
-    seed_model_parallel_rng(0)
+    seed_all(0)
     model = build_gpt_model(cfg).eval()
     ck = root / "ckpt" / "iter_0000010"
     ck.mkdir(parents=True)
@@ -219,10 +219,10 @@ def test_oracle_realign_untied_both_matrices(single_process_parallel_state):
     import torch
 
     from megatron_prealign.eval.oracle import OracleConfig, aligned_english_ids, oracle_realign
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
-    seed_model_parallel_rng(0)
+    seed_all(0)
     V = 10
     m = build_gpt_model(GPTModelConfig(num_layers=1, hidden_size=8, num_attention_heads=2, vocab_size=2 * V + 4,
                                        max_sequence_length=8, untie_embeddings_and_output_weights=True))

@@ -37,10 +37,10 @@ def test_evaluate_accuracy_and_confusion():
 
 @pytest.fixture(scope="module")
 def tiny_model(single_process_parallel_state):
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
     from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
 
-    seed_model_parallel_rng(3)
+    seed_all(3)
     m = build_gpt_model(GPTModelConfig(num_layers=1, hidden_size=32, num_attention_heads=2, vocab_size=16, max_sequence_length=16,
                                        hidden_dropout=0.0, attention_dropout=0.0))
     yield m

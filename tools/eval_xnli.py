@@ -67,7 +67,7 @@ def main(argv: List[str]) -> int:
     from megatron_prealign.eval.runtime import is_main_rank
     from megatron_prealign.eval.results import format_table, result_header
     from megatron_prealign.platform.files import write_json_atomic
-    from megatron_prealign.eval.runtime import seed_model_parallel_rng
+    from megatron_prealign.platform import seed_all
 
     stats = {}
 
@@ -130,7 +130,7 @@ def main(argv: List[str]) -> int:
             p.error(f"{path}: no test examples for language {src_lang}")
         tests[lang] = ex
 
-    seed_model_parallel_rng(args.seed)
+    seed_all(args.seed)
     config = xnli.XNLIConfig(max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio, eval_every=args.eval_every,
                              max_train_examples=args.max_train_examples, seed=args.seed)

@@ -14,10 +14,10 @@ with the same budget -- Joint Training, PreAlign and the paper's perfect-alignme
 
 Stages (each prints a banner with the elapsed time; outputs under ``--output-dir``)::
 
-    1 corpus     built-in English (megatron_prealign.data.synthetic, seeded grammar): training
+    1 corpus     built-in English (megatron_prealign.synthetic.english, seeded grammar): training
                  documents, a disjoint share to clone (the target language gets ~2% of English's
                  data, paper §4.3: 1%), held-out validation documents; a generated NLI task in
-                 the XNLI format (megatron_prealign.data.synthetic_nli)
+                 the XNLI format (megatron_prealign.synthetic.nli)
     2 tokenizer  byte-level BPE (600 ids) trained on the English corpus tools/train_tokenizer.py
     3 data       CLKA facts, English knowledge text + tests: names   tools/make_clka.py --name-pieces corpus
                  built from frequent corpus BPE pieces; every distractor object occurs in the
@@ -312,7 +312,7 @@ class Pipeline:
         if self.done("corpus", outs):
             self.say("[skip] corpus exists")
             return
-        from megatron_prealign.data import synthetic, synthetic_nli
+        from megatron_prealign.synthetic import english as synthetic, nli as synthetic_nli
 
         folder = self.path("corpus")
         os.makedirs(folder, exist_ok=True)

@@ -61,12 +61,12 @@ def load_from_args(args: Any, for_training: bool = False) -> Tuple[torch.nn.Modu
     tokenizer = None
     tp = int(getattr(args, "tensor_model_parallel_size", 1) or 1)
     if tp > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from megatron_prealign.eval.runtime import setup_eval_process
+        from megatron_prealign.platform import initialize
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != tp:
             raise EvalLoadError(f"--tensor-model-parallel-size {tp}: launch exactly {tp} processes (WORLD_SIZE is {world})")
-        setup_eval_process(tensor_model_parallel_size=tp)
+        initialize(tensor_model_parallel_size=tp)
     if getattr(args, "tokenizer_type", None):
         tokenizer = build_tokenizer_from_args(args)
     return load_checkpoint_for_eval(args.load, args.iteration, tokenizer, for_training=for_training,

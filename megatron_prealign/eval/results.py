@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
-from megatron_prealign.platform.files import write_json_atomic  # noqa: F401  (re-export for tools/eval_*.py)
 
 RESULT_SCHEMA_VERSION = 1
 

@@ -84,7 +84,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_parallel_region
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
-from megatron.core.utils import unwrap_model  # re-exported: the GPTModel inside DDP / Float16Module
+from megatron.core.utils import unwrap_model  # the GPTModel inside DDP / Float16Module
 
 from megatron_prealign.model.supcon import supcon_terms
 from megatron_prealign.model.word_batches import pad_word_batch
@@ -101,7 +101,6 @@ __all__ = [
     "level_name",
     "pooled_level_features",
     "alignment_level_losses",
-    "unwrap_model",
 ]
 
 

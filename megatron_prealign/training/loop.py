@@ -36,14 +36,12 @@ from megatron_prealign.model.prealign import (
     forward_backward_step,
 )
 from megatron_prealign.platform import device
-from megatron_prealign.platform import initialize as initialize_parallel  # noqa: F401  (old name, for callers)
 from megatron_prealign.training.config import OptimConfig
 from megatron_prealign.training.stages import ScheduleSegment, Stage, segment_index_at
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "initialize_parallel",
     "build_model",
     "build_optimizer_and_scheduler",
     "build_scheduler",

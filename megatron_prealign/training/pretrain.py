@@ -72,7 +72,7 @@ def pretrain(
     align_stream_factory: Optional[Callable[[], Any]] = None,
     printer: Optional[Callable[[str], None]] = None,
 ) -> TrainState:
-    """Run a pretraining job (call on every rank after :func:`loop.initialize_parallel`).
+    """Run a pretraining job (call on every rank after :func:`megatron_prealign.platform.initialize`).
 
     Args:
         cfg: the job.

@@ -1,1 +1,0 @@
-from megatron_prealign.synthetic.english import *  # noqa: F401,F403  (examples/quickstart/run.py; moved)
