@@ -40,5 +40,7 @@ def test_train_tokenizer_tool(tmp_path, capsys):
     assert "15 documents" in capsys.readouterr().out
     tok = build_tokenizer("HuggingFaceTokenizer", tokenizer_model=str(tmp_path / "out"))
     assert tok.detokenize(tok.tokenize(DOCS[0])) == DOCS[0]
-    with pytest.raises(SystemExit, match="no such file"):
-        tool.main(["--input", str(tmp_path / "none.jsonl"), "--output-dir", str(tmp_path / "o2")])
+    assert tool.main(["--input", str(tmp_path / "none.jsonl"), "--output-dir", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "train_tokenizer.py: error: --input: no such file" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o2").exists()
