@@ -6,28 +6,19 @@ import os
 import re
 
 import pytest
+from tokenizer_helpers import bpe_fixtures
 
 from megatron_prealign.alignment import AlignmentTable
 from megatron_prealign.alignment.build import AlignmentBuildConfig, build_alignment_table, format_coverage
 from megatron_prealign.alignment.dictionaries import read_dictionary
-from megatron_prealign.tokenizer import build_tokenizer, train_byte_level_bpe
+from megatron_prealign.tokenizer import build_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = ["The bank of the river is near the bank, said the banker in Berlin.\n",
         "Money in the bank is safe; the river bank is wet. 银行 河流 Ufer Fluss die Bank\n"] * 30
 
 
-@pytest.fixture(scope="session")
-def bpe_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bpe_build")
-    train_byte_level_bpe(TEXT, str(out), vocab_size=320, min_frequency=2)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tok(bpe_dir):
-    return build_tokenizer("GPT2BPETokenizer", vocab_file=str(bpe_dir / "vocab.json"),
-                           merge_file=str(bpe_dir / "merges.txt"))
+tok, bpe_dir = bpe_fixtures("tok", "bpe_dir", TEXT, 320)
 
 
 @pytest.fixture()

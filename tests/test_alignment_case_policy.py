@@ -1,6 +1,7 @@
 """Issue 11 (2): the case policy of the alignment table (lower-case fallback, proper nouns)."""
 
 import pytest
+from tokenizer_helpers import train_gpt2_bpe
 
 from megatron_prealign.alignment.build import (
     AlignmentBuildConfig,
@@ -9,16 +10,13 @@ from megatron_prealign.alignment.build import (
     use_case_fallback,
 )
 from megatron_prealign.alignment.dictionaries import read_dictionary
-from megatron_prealign.tokenizer import build_tokenizer, train_byte_level_bpe
 
 TEXT = ["The Windows of the house face the wall. Tom saw the cat. US law applies to us.\n"] * 30
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bpe_case")
-    train_byte_level_bpe(TEXT, str(out), vocab_size=300, min_frequency=2)
-    return build_tokenizer("GPT2BPETokenizer", vocab_file=str(out / "vocab.json"), merge_file=str(out / "merges.txt"))
+    return train_gpt2_bpe(tmp_path_factory.mktemp("bpe_case"), TEXT, 300)
 
 
 @pytest.fixture()

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from tokenizer_helpers import bpe_fixtures
 import torch
 
 from megatron_prealign.alignment import AlignmentTable
@@ -13,7 +14,6 @@ from megatron_prealign.tokenizer import (
     EN_CLONE_LANGUAGE,
     EnCloneTokenizer,
     build_tokenizer,
-    train_byte_level_bpe,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,17 +21,7 @@ TEXT = ["The bank of the river is near the bank, said the banker.\n",
         "Money in the bank is safe; the river bank is wet.\n"] * 30
 
 
-@pytest.fixture(scope="session")
-def bpe_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bpe_clone")
-    train_byte_level_bpe(TEXT, str(out), vocab_size=300, min_frequency=2)
-    return out
-
-
-@pytest.fixture(scope="session")
-def base(bpe_dir):
-    return build_tokenizer("GPT2BPETokenizer", vocab_file=str(bpe_dir / "vocab.json"),
-                           merge_file=str(bpe_dir / "merges.txt"))
+base, bpe_dir = bpe_fixtures("base", "bpe_dir", TEXT, 300)
 
 
 def _load_tool(name):

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from tokenizer_helpers import bpe_fixtures
 import regex
 
 from megatron_prealign.tokenizer import (
@@ -14,7 +15,6 @@ from megatron_prealign.tokenizer import (
     NullTokenizer,
     build_tokenizer,
     same_tokenizer,
-    train_byte_level_bpe,
 )
 from megatron_prealign.tokenizer.base import starts_word_bytes, starts_word_text
 
@@ -25,18 +25,7 @@ TEXT = [
 ] * 40
 
 
-@pytest.fixture(scope="session")
-def bpe_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bpe")
-    train_byte_level_bpe(TEXT, str(out), vocab_size=420, min_frequency=2)
-    return out
-
-
-@pytest.fixture(scope="session")
-def gpt2(bpe_dir):
-    return build_tokenizer(
-        "GPT2BPETokenizer", vocab_file=str(bpe_dir / "vocab.json"), merge_file=str(bpe_dir / "merges.txt")
-    )
+gpt2, bpe_dir = bpe_fixtures("gpt2", "bpe_dir", TEXT, 420)
 
 
 @pytest.fixture(scope="session")
