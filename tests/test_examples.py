@@ -86,7 +86,7 @@ def test_recipes_exist():
     for required in ("en_clone/t1_only_target.sh", "en_clone/t1_joint.sh", "en_clone/t1_prealign.sh",
                      "en_clone/t1_full_target.sh", "en_clone/t2_on_the_fly.sh", "en_clone/t2_post.sh",
                      "en_clone/t3_2_joint_cs.sh", "en_clone/t3_3_joint_init.sh", "en_clone/t4_vanilla_cs.sh",
-                     "en_clone/t5_top25.sh", "real/t6_joint_1.3b.sh", "real/t6_prealign_150m.sh"):
+                     "en_clone/t5_top.sh", "real/t6_joint_1.3b.sh", "real/t6_prealign_150m.sh"):
         assert required in names
     assert (EXAMPLES / "slurm" / "launch.sbatch").is_file()
 
@@ -160,12 +160,12 @@ def test_every_recipe_dry_run_is_accepted_by_the_real_parsers(tmp_path):
 
 
 def test_rows_differ_as_in_the_paper(tmp_path):
-    def run(name):
-        lines = _dry_run(EXAMPLES / "en_clone" / name, tmp_path=tmp_path)
+    def run(name, *args):
+        lines = _dry_run(EXAMPLES / "en_clone" / name, *args, tmp_path=tmp_path)
         return _parse_pretrain(_pretrain_args(next(ln for ln in lines if "pretrain_prealign.py" in ln))[1], 8)
 
-    joint, prealign, cs, vanilla, top25 = (run(n) for n in (
-        "t1_joint.sh", "t1_prealign.sh", "t3_2_joint_cs.sh", "t4_vanilla_cs.sh", "t5_top25.sh"))
+    joint, prealign, cs, vanilla = (run(n) for n in ("t1_joint.sh", "t1_prealign.sh", "t3_2_joint_cs.sh", "t4_vanilla_cs.sh"))
+    top25, top75 = run("t5_top.sh", "25"), run("t5_top.sh", "75")
     blend = lambda a: a.train_data_path[1::2]  # noqa: E731
     assert joint.prealign_mode == "none" and prealign.prealign_mode == "init"
     assert "input_cs" not in blend(joint)[0] and "input_cs" in blend(prealign)[0]
@@ -174,6 +174,8 @@ def test_rows_differ_as_in_the_paper(tmp_path):
     assert blend(joint)[1:] == blend(prealign)[1:]  # same target + knowledge data
     assert top25.prealign_table != prealign.prealign_table and "top25" in top25.prealign_table
     assert "top25" in blend(top25)[0]  # codeswitched with the same (top-25%) table
+    assert "top75" in top75.prealign_table and "top75" in blend(top75)[0]
+    assert vars(top25).keys() == vars(top75).keys()
     assert joint.train_data_path[0::2] == ["100", "1", "0.01"]  # 10B : 100M tokens
 
 
