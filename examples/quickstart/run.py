@@ -363,7 +363,7 @@ class Pipeline:
                 "--en-clone", "--min-count", "20", "--workers", "1", "--output", table] + self.tok_flags()),
             ("codeswitch_en", [os.path.join(d, "en_cs_text_document_lossmask.bin")], self.py("preprocess_data.py") + [
                 "--input", self.path("corpus", "en.jsonl"), "--output-prefix", os.path.join(d, "en_cs"), "--append-eod",
-                "--workers", "1", "--codeswitch", "--prealign-table", table, "--codeswitch-ratio", "0.05",
+                "--workers", "1", "--codeswitch", "--alignment-table", table, "--codeswitch-ratio", "0.05",
                 "--codeswitch-mode", "input-only", "--seed", str(self.seed)] + self.tok_flags(clone=True)),
             ("binarize_clone_source", [os.path.join(d, "clone_source_text_document.bin")], self.py("preprocess_data.py") + [
                 "--input", self.path("corpus", "clone_source.jsonl"), "--output-prefix", os.path.join(d, "clone_source"),
@@ -389,7 +389,7 @@ class Pipeline:
             english_chain.append(("codeswitch_knowledge", [os.path.join(d, "knowledge_cs_text_document_lossmask.bin")],
                                   self.py("preprocess_data.py") + [
                 "--input", self.knowledge_text(), "--output-prefix", os.path.join(d, "knowledge_cs"), "--append-eod",
-                "--workers", "1", "--codeswitch", "--prealign-table", table, "--codeswitch-ratio", "0.05",
+                "--workers", "1", "--codeswitch", "--alignment-table", table, "--codeswitch-ratio", "0.05",
                 "--codeswitch-mode", "input-only", "--seed", str(self.seed)] + self.tok_flags(clone=True)))
         # two independent chains, side by side (one core each)
         self.run_chains("data", {"english": english_chain, "en-clone": steps[3:7]})
@@ -440,7 +440,7 @@ class Pipeline:
                # untied input and output embeddings, as the paper's and the authors' models
                "--untie-embeddings-and-output-weights",
                # every run logs the aligned-word statistics of its embeddings (raw/centred cosine)
-               "--prealign-table", self.path("tables", "en_clone.jsonl"),
+               "--alignment-table", self.path("tables", "en_clone.jsonl"),
                ] + self.tok_flags(clone=True)
         d = self.path("data")
         english, codeswitched = os.path.join(d, "en_text_document"), os.path.join(d, "en_cs_text_document")

@@ -270,11 +270,11 @@ def test_bad_inputs_fail_before_training(setup, run_a, tmp_path):
     assert "RESULTS" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = dict(zip(cases, json.loads(proc.stdout.split("RESULTS", 1)[1])))
     expect = {
-        "table": ["--prealign-table", "1100", "big_ids.jsonl"],
+        "table": ["--alignment-table", "1100", "big_ids.jsonl"],  # the canonical name, also via the alias
         "mask": ["bad_lossmask"],
         "shape": ["--load", "hidden_size=32", "64"],
         "valid": ["--valid-data-path", "nope.bin does not exist"],
-        "batch": ["--prealign-table", "positive pair"],
+        "batch": ["--alignment-table", "positive pair"],
     }
     for name, (rc, err) in results.items():
         lines = [ln for ln in err.splitlines() if ln.startswith("pretrain_prealign.py: error:")]
