@@ -229,7 +229,7 @@ def test_ablation_runs_differ_from_prealign_only_where_the_paper_says(tmp_path, 
 
     def flags(run):
         cmd = pipe.train_cmd(run)
-        return cmd[cmd.index("--prealign-table"):]  # the common model/optimizer flags come first
+        return cmd[cmd.index("--alignment-table"):]  # the common model/optimizer flags come first
 
     def value(run, flag):
         cmd = flags(run)
