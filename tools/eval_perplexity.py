@@ -61,7 +61,7 @@ def main(argv: List[str]) -> int:
     table = load_alignment_table(args.alignment_table)
     model, cfg, meta, tok = load_from_args(args)
     if table is not None:
-        check_alignment_table(table, tok, args.alignment_table)
+        check_alignment_table(table, tok)
     for lang, prefix in datasets:
         # a truncated/corrupt .idx or .bin, or ids the tokenizer cannot produce (another
         # tokenizer's data; beyond the model's vocabulary they would crash the lookup)

@@ -66,7 +66,7 @@ def main(argv: List[str]) -> int:
     for it in iterations:
         args.iteration = it
         model, cfg, meta, tok = load_from_args(args)
-        check_alignment_table(table, tok, args.alignment_table)
+        check_alignment_table(table, tok)
         values = sim.mean_aligned_similarity(model, table, cfg_sim, pad_id=tok.eod, language_ids=sim.clone_language_ids(tok))
         points.append({"iteration": meta.get("iteration", it), "similarity": values})
         del model

@@ -1032,9 +1032,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     preset = "small" if args.small else "full"
     sizes = PRESETS[preset]
+    types = {f.name: f.type for f in dataclasses.fields(Preset)}
     for item in args.set:
         field, _, value = item.partition("=")
-        types = {f.name: f.type for f in dataclasses.fields(Preset)}
         if field not in types or not value:
             ap.error(f"--set {item}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
         kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes")}[str(types[field])]

@@ -94,7 +94,7 @@ def load_alignment_table(path: Optional[str]) -> Any:
         raise ValueError(f"--alignment-table: {exc}") from None
 
 
-def check_alignment_table(table: Any, tokenizer: Any, path: str) -> None:
+def check_alignment_table(table: Any, tokenizer: Any) -> None:
     """Fail with one line when ``table`` was built for another tokenizer than the checkpoint's,
     or holds ids beyond its vocabulary."""
     from megatron_prealign.alignment import check_table_tokenizer
