@@ -55,5 +55,5 @@ def set_bigram_weights(model: torch.nn.Module, table: torch.Tensor) -> None:
     norm = model.decoder.final_layernorm
     normed = norm(emb.unsqueeze(1)).squeeze(1).double()  # [V, h], what the output layer sees
     # Solve normed @ W^T = table (rows of `normed` are independent when h > V).
-    w_t = torch.linalg.lstsq(normed, table.double()).solution  # [h, V]
+    w_t = torch.linalg.lstsq(normed, table.double().to(normed.device)).solution  # [h, V]
     model.output_layer.weight.copy_(w_t.t().to(model.output_layer.weight.dtype))

@@ -49,6 +49,25 @@ def test_score_sequences_sums_continuation_only(model):
         assert sc.mean_logprob == pytest.approx(want / len(cont), abs=1e-4)
 
 
+@pytest.mark.gpu
+def test_cuda_fast_path_matches_bigram_table(model):
+    """On a GPU machine the model is built on CUDA (no CPU patch) and scores as on the CPU."""
+    from megatron_prealign.platform import cpu_support_active, device
+
+    assert not cpu_support_active()
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    table = torch.randn(V, V, generator=torch.Generator().manual_seed(3)) * 2
+    rm.set_bigram_weights(model, table)
+    tokens = torch.tensor([[0, 3, 5, 1, 7], [2, 2, 4, 6, 0]])
+    with torch.no_grad():
+        lp = scoring.token_logprobs(model, tokens.to(device())).cpu()
+    ref = torch.log_softmax(table, -1)[tokens[:, :-1], tokens[:, 1:]]
+    assert torch.allclose(lp, ref, atol=1e-3)
+    logp = torch.log_softmax(table.double(), -1)
+    sc = scoring.score_sequences(model, [[1, 4]], [[2, 3]])[0]
+    assert sc.logprob == pytest.approx(float(logp[4, 2] + logp[2, 3]), abs=1e-3)
+
+
 def test_score_sequences_rejects_too_long(model):
     with pytest.raises(ValueError, match="max sequence length"):
         scoring.score_sequences(model, [[0] * 10], [[1] * 5])

@@ -59,6 +59,23 @@ def test_matches_naive_loop_value_and_gradient(seed):
     assert a.grad[3].abs().max() == 0  # padding takes no part
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_matches_naive_loop(dtype):
+    """The loss as training runs it on a GPU (float32 / bf16 pooled states) against the CPU loop."""
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 6, (64,), generator=gen)
+    features = torch.randn(64, 32, generator=gen, dtype=torch.float64)
+    a = features.to("cuda", dtype).requires_grad_(True)
+    ours = supcon_loss(a, labels.cuda(), 0.1)
+    ref = naive_supcon(features.clone().requires_grad_(True), labels, 0.1)
+    assert ours.device.type == "cuda"
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    assert ours.item() == pytest.approx(ref.item(), rel=tol)
+    ours.backward()
+    assert torch.isfinite(a.grad).all()
+
+
 def test_large_logits_are_stable():
     # tau = 1e-3: logits of 1000 overflow exp() without the max subtraction. A positive and a
     # negative with the same similarity give log 2 for each anchor at any temperature.

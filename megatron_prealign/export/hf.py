@@ -124,22 +124,6 @@ def _resolve(load: str, iteration: Optional[int]) -> Tuple[str, Dict[str, Any]]:
     return ckpt_dir, meta
 
 
-def _ensure_single_process_group() -> bool:
-    """dist_checkpointing needs a process group: make a 1-process gloo group when none exists.
-
-    Returns:
-        Whether a group was created here (the caller destroys it when done).
-    """
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        if dist.get_world_size() != 1:
-            raise ExportError("export runs in one process (it loads whole tensors); do not launch it with torchrun")
-        return False
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    return True
-
-
 def load_checkpoint_tensors(ckpt_dir: str) -> Dict[str, torch.Tensor]:
     """Load every model tensor of an ``iter_XXXXXXX`` folder as a global (unsharded) CPU tensor.
 
@@ -156,7 +140,12 @@ def load_checkpoint_tensors(ckpt_dir: str) -> Dict[str, torch.Tensor]:
     from megatron.core import dist_checkpointing
     from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
-    created = _ensure_single_process_group()
+    from megatron_prealign.platform import ensure_single_process_group
+
+    try:
+        created = ensure_single_process_group()
+    except ValueError as exc:
+        raise ExportError(f"export: {exc} (it loads whole tensors)") from None
     try:
         try:
             metadata = dist_checkpointing.load_tensors_metadata(ckpt_dir)

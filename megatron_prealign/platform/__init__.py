@@ -16,6 +16,7 @@ from megatron_prealign.platform.runtime import (
     cpu_support_active,
     device,
     ensure_platform,
+    ensure_single_process_group,
     init_distributed,
     initialize,
     seed_all,
@@ -29,4 +30,5 @@ from megatron_prealign.platform.process import (
 )
 
 __all__ = ["cpu_support_active", "device", "die_with_parent", "ensure_master_port", "free_port",
-           "remove_stale_temp_files", "ensure_platform", "init_distributed", "initialize", "seed_all"]
+           "remove_stale_temp_files", "ensure_platform",
+           "ensure_single_process_group", "init_distributed", "initialize", "seed_all"]

@@ -78,6 +78,24 @@ def init_distributed(timeout_minutes: float = 10.0) -> torch.device:
     return dev
 
 
+def ensure_single_process_group() -> bool:
+    """A 1-process gloo group (in-memory store, no port) for single-process tools that read
+    ``dist_checkpointing`` checkpoints, which need a process group but no model-parallel state.
+
+    Returns:
+        Whether a group was created here (the caller destroys it when done).
+
+    Raises:
+        ValueError: a group of several processes exists (the caller must run in one process).
+    """
+    if torch.distributed.is_initialized():
+        if torch.distributed.get_world_size() != 1:
+            raise ValueError("this runs in one process; do not launch it with torchrun")
+        return False
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+    return True
+
+
 def seed_all(seed: int = 1234) -> None:
     """Seed Python's, NumPy's and torch's generators and Megatron's model-parallel RNG tracker.
 
