@@ -237,6 +237,30 @@ def test_oracle_realign_untied_both_matrices(single_process_parallel_state):
         assert torch.equal(w1[:V + 1], w0[:V + 1]) and torch.equal(w1[2 * V:], w0[2 * V:])
 
 
+def test_oracle_copy_makes_clone_text_score_as_english(single_process_parallel_state):
+    """offset_scale 0: clone rows are the English rows, so a clone sentence gets exactly the
+    English sentence's log-probabilities (what the quickstart's identity check relies on)."""
+    import torch
+
+    from megatron_prealign.eval.oracle import OracleConfig, oracle_realign
+    from megatron_prealign.eval.scoring import token_logprobs
+    from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
+    from megatron_prealign.platform import seed_all
+
+    seed_all(1)
+    V = 10
+    m = build_gpt_model(GPTModelConfig(num_layers=2, hidden_size=16, num_attention_heads=2, vocab_size=2 * V,
+                                       max_sequence_length=8, untie_embeddings_and_output_weights=True,
+                                       hidden_dropout=0.0, attention_dropout=0.0)).eval()
+    english = torch.tensor([[1, 4, 2, 7, 3, 9]])
+    with torch.no_grad():
+        assert not torch.allclose(token_logprobs(m, english), token_logprobs(m, english + V), atol=1e-3)
+        rep = oracle_realign(m, OracleConfig(base_vocab_size=V, english_ids=list(range(V)), offset_scale=0.0))
+        assert torch.equal(m.embedding.word_embeddings.weight[V:], m.embedding.word_embeddings.weight[:V])
+        assert rep["output_layer"]["offset_scale"] == 0.0
+        torch.testing.assert_close(token_logprobs(m, english + V), token_logprobs(m, english), rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Hostile input (issue 11): wrong tables, broken data, single-language test files
 

@@ -15,6 +15,8 @@ Examples::
     # partial re-alignment curve
     for a in 0.25 0.5 0.75; do python tools/oracle_realign.py --load runs/prealign/checkpoints \\
         --save runs/prealign_oracle_$a/checkpoints --alpha $a; done
+    # how much of the oracle's shortfall is the language offset: clone rows = English rows
+    python tools/oracle_realign.py --load runs/prealign/checkpoints --save runs/prealign_copy/checkpoints --offset-scale 0
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def main(argv: List[str]) -> int:
     p = eval_parser(__doc__)
     p.add_argument("--save", required=True, help="Checkpoint root to write (must differ from --load).")
     p.add_argument("--alpha", type=float, default=1.0, help="0 = unchanged, 1 = full oracle (default).")
+    p.add_argument("--offset-scale", type=float, default=1.0,
+                   help="Multiply the language offset (0 = clone rows become copies of the English rows: En-Clone "
+                        "scores must then equal English ones; a check of the test data and of how much the layers "
+                        "read the offset).")
     p.add_argument("--alignment-table", default=None,
                    help="Re-align only the ids of this En-Clone table's words (default: every non-special id < V).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing checkpoint under --save.")
@@ -62,14 +68,15 @@ def main(argv: List[str]) -> int:
         p.error("oracle_realign needs an En-Clone checkpoint (tokenizer with a base vocabulary; record or --en-clone)")
     table = load_alignment_table(args.alignment_table)
     ids = aligned_english_ids(v, tok.special_ids, table)
-    report = oracle_realign(model, OracleConfig(base_vocab_size=v, english_ids=ids, alpha=args.alpha))
+    report = oracle_realign(model, OracleConfig(base_vocab_size=v, english_ids=ids, alpha=args.alpha,
+                                                    offset_scale=args.offset_scale))
     iteration = int(meta.get("iteration", 0))
     new_meta = {k: val for k, val in meta.items() if k not in ("iteration", "train_state", "stage", "parallel")}
     new_meta["oracle_realign"] = {"source": os.path.abspath(args.load), "source_iteration": iteration, "alpha": args.alpha,
-                                  "alignment_table": args.alignment_table, "report": report}
+                                  "offset_scale": args.offset_scale, "alignment_table": args.alignment_table, "report": report}
     final = save_checkpoint(save_root, iteration, [model], None, None, dict(meta.get("train_state") or {}), new_meta)
     for name, r in report.items():
-        print(f"{name}: {r['rows']} clone rows re-aligned (alpha {args.alpha}), offset norm {r['offset_norm']:.4f}, "
+        print(f"{name}: {r['rows']} clone rows re-aligned (alpha {args.alpha}, offset x{args.offset_scale:g}), offset norm {r['offset_norm']:.4f}, "
               f"mean row change {r['mean_row_change']:.4f}")
     print(f"-> {final}")
     return 0

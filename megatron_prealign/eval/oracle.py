@@ -5,6 +5,7 @@ the input embedding and of the output layer is replaced by ``English row + langu
 where the offset is the model's own per-language shift: ``mean(clone rows) - mean(English rows)``
 over the rows being replaced. A per-language offset costs nothing downstream (centred cosine
 1), so the re-aligned model is what the model would do with perfectly aligned clone words.
+``offset_scale`` shrinks the offset (``0``: exact copies of the English rows).
 ``alpha`` interpolates (``0``: unchanged, ``1``: full oracle), tracing the partial re-alignment
 curve (centred cosine against CLKA / NLI).
 
@@ -32,6 +33,10 @@ class OracleConfig:
     """English ids whose clone rows are replaced (non-special, ``< V``)."""
     alpha: float = 1.0
     """Interpolation: new clone row = ``(1 - alpha) * clone + alpha * (English + offset)``."""
+    offset_scale: float = 1.0
+    """Multiplies the language offset (``0``: clone rows become exact copies of the English rows,
+    so En-Clone inputs are English inputs and every En-Clone score must equal the English one:
+    a check of the evaluation data, and a measure of how much the layers read the offset)."""
 
 
 def aligned_english_ids(base_vocab_size: int, special_ids: Sequence[int], table=None) -> List[int]:
@@ -69,11 +74,12 @@ def _realign_matrix(weight: torch.Tensor, cfg: OracleConfig) -> Dict[str, float]
     english = weight[eng].double()
     clone = weight[eng + v].double()
     offset = clone.mean(0) - english.mean(0)
-    target = english + offset
+    target = english + cfg.offset_scale * offset
     new = (1.0 - cfg.alpha) * clone + cfg.alpha * target
     weight[eng + v] = new.to(weight.dtype)
     return {"rows": int(eng.numel()), "offset_norm": float(offset.norm()),
-            "mean_row_change": float((new - clone).norm(dim=1).mean())}
+            "mean_row_change": float((new - clone).norm(dim=1).mean()),
+            "offset_scale": float(cfg.offset_scale)}
 
 
 @torch.no_grad()
