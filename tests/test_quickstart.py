@@ -242,9 +242,11 @@ def test_ablation_runs_differ_from_prealign_only_where_the_paper_says(tmp_path, 
     assert value("joint_cs", "--prealign-mode") == "none" and value("prealign_no_cs", "--prealign-mode") == "init"
     assert value("on_the_fly", "--prealign-mode") == "on-the-fly" and value("on_the_fly", "--prealign-iters") is None
     assert value("post", "--prealign-mode") == "post" and value("post", "--prealign-lm-weight") == "1.0"
-    assert int(value("prealign_300", "--prealign-iters")) == 3 * int(value("prealign", "--prealign-iters")) == 3 * p.prealign_iters
-    assert [x for x in flags("prealign_300") if x != str(3 * p.prealign_iters)] == \
+    assert int(value("prealign", "--prealign-iters")) == p.prealign_iters == 300
+    assert int(value("prealign_short", "--prealign-iters")) == p.prealign_iters // 3 == 100  # the earlier default
+    assert [x for x in flags("prealign_short") if x != str(p.prealign_iters // 3)] == \
         [x for x in flags("prealign") if x != str(p.prealign_iters)]
+    assert int(value("post", "--prealign-iters")) == p.post_iters == 100  # as measured in docs/results
     cs_k = flags("prealign_cs_knowledge")
     assert cs_k[-1] == "knowledge_cs_text_document" and cs_k[:-1] == flags("prealign")[:-1]
     assert set(drv.ABLATIONS) <= set(pipe.runs) and set(drv.ABLATIONS) <= set(pipe.oracle_runs)
