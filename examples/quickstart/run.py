@@ -44,8 +44,9 @@ Stages (each prints a banner with the elapsed time; outputs under ``--output-dir
                  rows + the model's language offset): CLKA + NLI      eval_clka / eval_xnli
                  No knowledge: CLKA
     6 summary    tables (Markdown) + PNG curves                      tools/summarize_results.py
-                 + the side-by-side report with standard errors and the share of the
-                 Joint -> oracle gap each arm closes
+                 the side-by-side report with standard errors and the    tools/summarize_results.py
+                 share of the Joint -> oracle gap each arm closes        --layout arms
+                 (``--seeds``: mean ± sd over seeds, the same tool with --seed-dir)
 
 A stage is skipped when its outputs exist (``--force`` redoes all; ``--from-stage`` redoes one
 and those after it). A failing command stops the pipeline, printing the command and its error
@@ -58,7 +59,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import re
 import shlex
@@ -69,7 +69,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(REPO, "tools")
@@ -92,6 +92,18 @@ RUN_TITLES = {"joint": "Joint Training", "prealign": "PreAlign", "upper_bound": 
               "joint_cs": "#2 Joint + input-only CS", "prealign_no_cs": "#3 Pre-alignment, no CS",
               "on_the_fly": "On-the-fly alignment", "post": "Post alignment",
               "prealign_short": "PreAlign, 1/3 of the alignment steps", "prealign_cs_knowledge": "PreAlign, knowledge codeswitched too"}
+
+
+PAPER_TABLE1 = {"ppl_en_clone": "21.6 → 16.5", "ppl_en": "16.1 → 15.9", "xnli_en_clone": "74.9 → 79.3", "xnli_en": "79.8 → 80.1",
+                "clka_en_clone": "27.7 → 90.3"}
+"""The paper's Table 1 (Joint Training → PreAlign) beside the report's rows, by metric key."""
+
+
+def ablation_rows(ablations: Sequence[str]) -> List[str]:
+    """Rows of the ablation table: the paper's Table 3 (#1 Joint, #2, #3, #4 PreAlign), the other
+    requested runs (Table 2, configurations of the method), the upper bound."""
+    table3 = [a for a in ("joint_cs", "prealign_no_cs") if a in ablations]
+    return ["joint"] + table3 + ["prealign"] + [a for a in ablations if a not in table3] + ["upper_bound"]
 
 
 def oracle_name(run: str) -> str:
@@ -596,6 +608,7 @@ class Pipeline:
     def stage_summary(self) -> None:
         self.banner(6, "summary", "Table 1 layout (Markdown) + PNG plots")
         summary = self.path("summary")
+        plots = os.path.join(summary, "plots")
         os.makedirs(summary, exist_ok=True)
         runs = []
         for run in ARMS:
@@ -604,15 +617,63 @@ class Pipeline:
             runs += ["--run", f"{RUN_TITLES[run]} + oracle={self.path('results', oracle_name(run))}"]
         runs += ["--run", f"{RUN_TITLES[CONTROL]}={self.path('results', CONTROL)}"]
         self.run("summarize", self.py("summarize_results.py") + ["--layout", "synthetic"] + runs
-                 + ["--output", os.path.join(summary, "table1.md"), "--plot-dir", os.path.join(summary, "plots")])
+                 + ["--output", os.path.join(summary, "table1.md"), "--plot-dir", plots])
         self.run("summarize_ablation", self.py("summarize_results.py") + ["--layout", "ablation", "--target", "en_clone"] + runs
                  + ["--output", os.path.join(summary, "table_en_clone.md")])
-        metrics = collect_metrics(self.out, self.ablations)
-        plot_training_curves(self.out, os.path.join(summary, "plots", "training_lm_loss.png"))
-        plot_final_metrics(metrics, os.path.join(summary, "plots", "final_metrics.png"))
-        _write_json(os.path.join(summary, "metrics.json"), metrics)
-        write_report(self.out, metrics, os.path.join(summary, "README.md"), self.preset_name, self.p, self.ablations)
-        self.say(f"\n{_read(os.path.join(summary, 'README.md'))}")
+        plot_training_curves(self.out, os.path.join(plots, "training_lm_loss.png"))
+        p = self.p
+        files = (_load(self.path("corpus", "corpus.json")) or {})
+        docs = {k: (files.get("files") or {}).get(f"{k}.jsonl", {}) for k in ("en", "clone_source")}
+        # the report's own plot (final_metrics.png) is written by the same command
+        pngs = sorted({f for f in os.listdir(plots) if f.endswith(".png")} | {"final_metrics.png"})
+        notes = [
+            "± = binomial standard error of an accuracy over the test items (one seed); run `--seeds` for the spread over seeds.",
+            f"Model: GPT, {p.num_layers} layers, hidden {p.hidden_size}, {p.num_heads} heads, sequence {p.seq_length}, "
+            f"untied embeddings; every run {p.train_iters} iterations x global batch {p.global_batch_size} "
+            f"({p.train_iters * p.global_batch_size * p.seq_length / 1e6:.2f}M tokens). PreAlign: the first {p.prealign_iters} "
+            "iterations are the alignment stage (own LR schedule; optimizer reset and a new warm-up at the boundary). "
+            f"Data: {docs['en'].get('documents', '?')} English documents ({docs['en'].get('words', '?')} words), "
+            f"{docs['clone_source'].get('documents', '?')} En-Clone documents ({docs['clone_source'].get('words', '?')} words), "
+            f"{p.clka_facts} CLKA facts. Perplexity, CLKA and NLI use held-out data (the En-Clone sets are the English ones cloned).",
+            "Paper numbers: Li et al. 2024, Table 1 (150M-parameter model, 10B English + 0.1B En-Clone tokens); "
+            "not comparable in scale — compare the direction of the differences.",
+            "Files: `results/<run>/*.json` (one per evaluation; `<arm>_oracle/` the oracle controls), `summary/table1.md` "
+            "(tools/summarize_results.py, paper layout, with the CLKA controls and per-level alignment), "
+            "`summary/metrics.json`, plots in `summary/plots/`: " + ", ".join(f"`{x}`" for x in pngs) + ".",
+        ]
+        self.run("summarize_report", self.py("summarize_results.py") + self.report_flags(self.out) + [
+            "--heading", f"# PreAlign quickstart ({self.preset_name}, seed {files.get('seed', '?')}): English -> En-Clone",
+            "--ablation-caption", "Ablations (paper Tables 3 and 2; same budget; ± = binomial standard error):"]
+            + [x for note in notes for x in ("--note", note)]
+            + ["--output", os.path.join(summary, "README.md"), "--metrics-json", os.path.join(summary, "metrics.json"),
+               "--bar-plot", os.path.join(plots, "final_metrics.png")])
+
+    def report_flags(self, root: str) -> List[str]:
+        """``tools/summarize_results.py --layout arms`` flags of this pipeline's runs, folders under ``root``."""
+        res = lambda run: os.path.join(root, "results", run)  # noqa: E731
+        flags = ["--layout", "arms", "--control", f"{CONTROL}={res(CONTROL)}", "--ppl-ceiling", "upper_bound",
+                 "--paper-column", "Paper (Joint → PreAlign)"]
+        for run in ARMS:
+            flags += ["--run", f"{run}={res(run)}"]
+        for run in self.ablations:
+            flags += ["--ablation", f"{run}={res(run)}"]
+        for run in self.oracle_runs:
+            flags += ["--oracle", f"{run}={res(oracle_name(run))}", "--title", f"{run}={RUN_TITLES[run]}"]
+        for key, text in PAPER_TABLE1.items():
+            flags += ["--paper", f"{key}={text}"]
+        if self.ablations:
+            flags += ["--ablation-rows", ",".join(ablation_rows(self.ablations)),
+                      "--row-title", "joint=#1 Joint Training", "--row-title", "prealign=#4 PreAlign"]
+        return flags
+
+    def summarize_seeds(self, seed_dirs: Dict[int, str]) -> None:
+        """Mean ± standard deviation over the seeds' pipelines into ``{out}/README.md`` and ``metrics_seeds.json``."""
+        self.run("summarize_seeds", self.py("summarize_results.py") + self.report_flags("")
+                 + [x for s, d in seed_dirs.items() for x in ("--seed-dir", f"{s}={d}")] + [
+            "--heading", f"# PreAlign quickstart ({self.preset_name}): mean ± standard deviation over seeds "
+                         f"{', '.join(map(str, seed_dirs))}",
+            "--note", "Per seed: " + ", ".join(f"`{os.path.relpath(d, self.out)}/summary/README.md`" for d in seed_dirs.values()) + ".",
+            "--output", self.path("README.md"), "--metrics-json", self.path("metrics_seeds.json")])
 
     def kill_children(self) -> None:
         """SIGKILL the process group of every running child (each started in its own session)."""
@@ -645,58 +706,6 @@ def _load(path: str) -> Optional[dict]:
         return json.load(fh)
 
 
-def _se(acc: Optional[float], n: Optional[int]) -> Optional[float]:
-    """Binomial standard error (percentage points) of an accuracy in % over ``n`` items."""
-    if acc is None or not n:
-        return None
-    q = acc / 100.0
-    return 100.0 * math.sqrt(max(q * (1.0 - q), 0.0) / n)
-
-
-def collect_metrics(out: str, ablations: Sequence[str] = ()) -> Dict[str, Dict[str, Optional[float]]]:
-    """Final-checkpoint numbers per result folder (arms, their oracle controls, the no-knowledge
-    control, the ``ablations`` and their oracle controls).
-
-    Keys: ``ppl_{en,en_clone}``, ``{xnli,clka}_{en,en_clone}`` with ``*_se`` (binomial standard
-    error), ``clka_familiarity_{en,en_clone}``, ``mixed_script_en_clone``, and the aligned-word
-    statistics of the last checkpoint ``sim_{emb,out,layers}_{raw,centred}`` and
-    ``sim_{emb,out}_norm_ratio``.
-    """
-    metrics: Dict[str, Dict[str, Optional[float]]] = {}
-    for name in list(RUNS) + [oracle_name(a) for a in ARMS] + [n for a in ablations for n in (a, oracle_name(a))]:
-        res = os.path.join(out, "results", name)
-        if not os.path.isdir(res):
-            continue
-        m: Dict[str, Optional[float]] = {}
-        ppl_files = sorted(f for f in os.listdir(res) if f.startswith("perplexity_iter"))
-        ppl = _load(os.path.join(res, ppl_files[-1])) if ppl_files else None
-        for lang in ("en", "en_clone"):
-            m[f"ppl_{lang}"] = ppl["results"][lang]["overall"]["ppl"] if ppl and lang in ppl.get("results", {}) else None
-        for task, file, count in (("xnli", "xnli.json", "examples"), ("clka", "clka.json", "items")):
-            r = _load(os.path.join(res, file)) or {}
-            for lang in ("en", "en_clone"):
-                entry = (r.get("results") or {}).get(lang) or {}
-                m[f"{task}_{lang}"] = entry.get("accuracy")
-                m[f"{task}_{lang}_se"] = entry.get("stderr", _se(entry.get("accuracy"), entry.get(count)))
-                if task == "clka":
-                    fam = ((r.get("controls") or {}).get("familiarity") or {}).get(lang) or {}
-                    m[f"clka_familiarity_{lang}"] = fam.get("accuracy")
-        r = _load(os.path.join(res, "mixed_script.json"))
-        m["mixed_script_en_clone"] = r["results"]["en_clone"]["ratio"] if r and "en_clone" in r.get("results", {}) else None
-        r = _load(os.path.join(res, "similarity.json"))
-        if r and r.get("results"):
-            last = max(r["results"], key=lambda pt: int(pt["iteration"]))["similarity"]
-            for kind in ("raw", "centred"):
-                for level in ("emb", "out"):
-                    m[f"sim_{level}_{kind}"] = last.get(f"{level}/{kind}_cosine")
-                layers = [v for k, v in last.items() if k.startswith("layer") and k.endswith(f"/{kind}_cosine")]
-                m[f"sim_layers_{kind}"] = sum(layers) / len(layers) if layers else None
-            for level in ("emb", "out"):
-                m[f"sim_{level}_norm_ratio"] = last.get(f"{level}/norm_ratio")
-        metrics[name] = m
-    return metrics
-
-
 ITER_RE = re.compile(r"iteration\s+(\d+)/\s*\d+ \| stage: (\S+) \|.*?\| lm loss: ([0-9.E+-]+)")
 
 
@@ -717,6 +726,8 @@ def plot_training_curves(out: str, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from megatron_prealign.platform.files import atomic_path
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in ARMS:
         losses = training_losses(os.path.join(out, "runs", run, "train.log"))
@@ -732,233 +743,9 @@ def plot_training_curves(out: str, path: str) -> None:
     ax.set_title("Training LM loss")
     ax.legend()
     fig.tight_layout()
-    _save_fig(fig, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-
-
-def plot_final_metrics(metrics: Dict[str, Dict[str, Optional[float]]], path: str) -> None:
-    """Bar charts of the final metrics of the arms."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("LM perplexity (lower is better)", ["ppl_en", "ppl_en_clone"], ["En", "En-Clone"]),
-              ("Zero-shot NLI accuracy %", ["xnli_en", "xnli_en_clone"], ["En", "En-Clone"]),
-              ("CLKA accuracy % (chance 25)", ["clka_en", "clka_en_clone"], ["En", "En-Clone"])]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    arms = [a for a in ARMS if a in metrics]
-    width = 0.8 / max(1, len(arms))
-    for ax, (title, keys, labels) in zip(axes, panels):
-        for j, run in enumerate(arms):
-            vals = [metrics[run].get(k) or 0.0 for k in keys]
-            xs = [i + (j - (len(arms) - 1) / 2) * width for i in range(len(keys))]
-            bars = ax.bar(xs, vals, width, label=RUN_TITLES[run])
-            for b, v in zip(bars, vals):
-                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels(labels)
-        ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    _save_fig(fig, path)
-    plt.close(fig)
-
-
-def _fmt(v: Optional[float], digits: int = 1, se: Optional[float] = None) -> str:
-    if v is None:
-        return "–"
-    return f"{v:.{digits}f}" + (f" ± {se:.{digits}f}" if se is not None else "")
-
-
-REPORT_ROWS = [
-    # (title, key, digits, paper Table 1 Joint -> PreAlign)
-    ("LM En-Clone perplexity ↓", "ppl_en_clone", 1, "21.6 → 16.5"),
-    ("LM En perplexity ↓", "ppl_en", 2, "16.1 → 15.9"),
-    ("ZS-CLT (NLI) En-Clone acc % ↑", "xnli_en_clone", 1, "74.9 → 79.3"),
-    ("ZS-CLT (NLI) En acc % ↑", "xnli_en", 1, "79.8 → 80.1"),
-    ("CLKA En-Clone acc % ↑ (chance 25)", "clka_en_clone", 1, "27.7 → 90.3"),
-    ("CLKA En acc % ↑", "clka_en", 1, "–"),
-    ("Mixed-script ratio % ↓", "mixed_script_en_clone", 2, "–"),
-    ("Centred cosine, input emb ↑", "sim_emb_centred", 3, "–"),
-    ("Centred cosine, output emb ↑", "sim_out_centred", 3, "–"),
-    ("Centred cosine, layers (mean) ↑", "sim_layers_centred", 3, "–"),
-    ("Raw cosine, input emb ↑", "sim_emb_raw", 3, "–"),
-    ("Norm ratio clone/En, input emb", "sim_emb_norm_ratio", 2, "–"),
-]
-"""Rows of the side-by-side table."""
-
-GAP_KEYS = (("ppl_en_clone", "En-Clone perplexity"), ("xnli_en_clone", "NLI En-Clone"), ("clka_en_clone", "CLKA En-Clone"))
-"""Metrics whose Joint -> oracle gap is reported."""
-
-
-def gap_closed(metrics: Dict[str, Dict[str, Optional[float]]], key: str, arm: str) -> Optional[float]:
-    """Share of the gap from Joint Training to the oracle that ``arm`` closes on ``key``.
-
-    The oracle is Joint Training's oracle re-alignment control for accuracies; for perplexity
-    (no oracle is evaluated) the upper bound arm stands in. ``None`` when a number is missing or
-    the gap is zero.
-    """
-    joint = metrics.get("joint", {}).get(key)
-    ceiling_run = "upper_bound" if key.startswith("ppl") else oracle_name("joint")
-    ceiling = metrics.get(ceiling_run, {}).get(key)
-    value = metrics.get(arm, {}).get(key)
-    if None in (joint, ceiling, value) or ceiling == joint:
-        return None
-    return (value - joint) / (ceiling - joint)
-
-
-def report_table(metrics: Dict[str, Dict[str, Optional[float]]], spread: Optional[Dict[str, Dict[str, float]]] = None
-                 ) -> List[str]:
-    """Markdown lines: the arms side by side, each oracle control, the CLKA controls, the gap shares.
-
-    ``spread`` (multi-seed summaries) gives a standard deviation per run and key; otherwise the
-    binomial standard errors of the accuracies are shown.
-    """
-    arms = [a for a in ARMS if a in metrics]
-    lines = ["| Metric | " + " | ".join(RUN_TITLES[a] for a in arms) + " | Paper (Joint → PreAlign) |",
-             "|---|" + "---|" * len(arms) + "---|"]
-    for title, key, digits, paper in REPORT_ROWS:
-        cells = []
-        for a in arms:
-            se = (spread or {}).get(a, {}).get(key) if spread is not None else metrics[a].get(f"{key}_se")
-            cells.append(_fmt(metrics[a].get(key), digits, se))
-        lines.append(f"| {title} | " + " | ".join(cells) + f" | {paper} |")
-    lines += ["", "Controls (are the evaluations informative?):", "",
-              "| Control | " + " | ".join(RUN_TITLES[a] for a in arms) + " |", "|---|" + "---|" * len(arms)]
-    for title, key in (("CLKA En-Clone after oracle re-alignment", "clka_en_clone"),
-                       ("CLKA En after oracle re-alignment", "clka_en"),
-                       ("NLI En-Clone after oracle re-alignment", "xnli_en_clone"),
-                       ("NLI En after oracle re-alignment", "xnli_en")):
-        cells = []
-        for a in arms:
-            o = metrics.get(oracle_name(a), {})
-            se = (spread or {}).get(oracle_name(a), {}).get(key) if spread is not None else o.get(f"{key}_se")
-            cells.append(_fmt(o.get(key), 1, se))
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    fam = metrics.get("joint", {}).get("clka_familiarity_en")
-    ctl = metrics.get(CONTROL, {})
-    ctl_se = (spread or {}).get(CONTROL, {}) if spread is not None else {k[:-3]: v for k, v in ctl.items() if k.endswith("_se")}
-    lines += ["", f"CLKA familiarity baseline (pick the option whose object occurs most in the knowledge text): "
-                  f"{_fmt(fam)} % (chance 25 %). No-knowledge model (Joint Training without the knowledge text): "
-                  f"CLKA En {_fmt(ctl.get('clka_en'), 1, ctl_se.get('clka_en'))} %, "
-                  f"En-Clone {_fmt(ctl.get('clka_en_clone'), 1, ctl_se.get('clka_en_clone'))} %."]
-    lines += ["", "Share of the Joint Training → ceiling gap closed (ceiling: Joint's oracle re-alignment for "
-                  "accuracies, the upper bound arm for perplexity):", "",
-              "| Metric | " + " | ".join(RUN_TITLES[a] for a in arms if a != "joint") + " |",
-              "|---|" + "---|" * (len(arms) - 1)]
-    for key, title in GAP_KEYS:
-        shares = [gap_closed(metrics, key, a) for a in arms if a != "joint"]
-        cells = ["–" if g is None else f"{100 * g:.0f} %" for g in shares]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    return lines
-
-
-ABLATION_COLUMNS = (("LM En-Clone ppl ↓", "ppl_en_clone", False, 1), ("NLI En-Clone %", "xnli_en_clone", False, 1),
-                    ("CLKA En-Clone %", "clka_en_clone", False, 1), ("CLKA En %", "clka_en", False, 1),
-                    ("oracle: NLI En-Clone %", "xnli_en_clone", True, 1), ("oracle: CLKA En-Clone %", "clka_en_clone", True, 1),
-                    ("centred cos input / output emb", None, False, 2))
-"""Columns of the ablation table: (title, key, from the oracle control, digits)."""
-
-
-def ablation_table(metrics: Dict[str, Dict[str, Optional[float]]], ablations: Sequence[str],
-                   spread: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
-    """Markdown lines: the paper's Table 3 / Table 2 rows (and the other configurations) at this scale.
-
-    Rows: Joint Training (Table 3 #1), the requested ablations, PreAlign (#4), the upper bound.
-    ``spread`` as in :func:`report_table`.
-    """
-    rows = ["joint"] + [a for a in ("joint_cs", "prealign_no_cs") if a in ablations] + ["prealign"] \
-        + [a for a in ablations if a not in ("joint_cs", "prealign_no_cs")] + ["upper_bound"]
-    rows = [r for r in rows if r in metrics]
-    lines = ["| Run | " + " | ".join(c[0] for c in ABLATION_COLUMNS) + " |", "|---|" + "---|" * len(ABLATION_COLUMNS)]
-    for run in rows:
-        cells = []
-        for _, key, oracle, digits in ABLATION_COLUMNS:
-            if key is None:
-                m = metrics[run]
-                cells.append(f"{_fmt(m.get('sim_emb_centred'), 2)} / {_fmt(m.get('sim_out_centred'), 2)}")
-                continue
-            name = oracle_name(run) if oracle else run
-            m = metrics.get(name, {})
-            se = (spread or {}).get(name, {}).get(key) if spread is not None else m.get(f"{key}_se")
-            cells.append(_fmt(m.get(key), digits, se))
-        title = {"joint": "#1 Joint Training", "prealign": "#4 PreAlign"}.get(run, RUN_TITLES[run])
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def write_report(out: str, metrics: Dict[str, Dict[str, Optional[float]]], path: str, preset: str, p: Preset,
-                 ablations: Sequence[str] = ()) -> None:
-    """The summary Markdown: the comparison table with its controls, the setup and where everything is."""
-    tokens = p.train_iters * p.global_batch_size * p.seq_length
-    cfg = _load(os.path.join(out, "corpus", "corpus.json")) or {}
-    files = cfg.get("files", {})
-    plots_dir = os.path.join(out, "summary", "plots")
-    plots = sorted(f for f in os.listdir(plots_dir) if f.endswith(".png")) if os.path.isdir(plots_dir) else []
-    text = [
-        f"# PreAlign quickstart ({preset}, seed {cfg.get('seed', '?')}): English -> En-Clone",
-        "",
-        "\n".join(report_table(metrics)),
-        "",
-    ] + ([
-        "Ablations (paper Tables 3 and 2; same budget; ± = binomial standard error):",
-        "",
-        "\n".join(ablation_table(metrics, ablations)),
-        "",
-    ] if ablations else []) + [
-        "± = binomial standard error of an accuracy over the test items (one seed); "
-        "run `--seeds` for the spread over seeds.",
-        "",
-        f"Model: GPT, {p.num_layers} layers, hidden {p.hidden_size}, {p.num_heads} heads, sequence {p.seq_length}, "
-        f"untied embeddings; every run {p.train_iters} iterations x global batch {p.global_batch_size} "
-        f"({tokens / 1e6:.2f}M tokens). PreAlign: the first {p.prealign_iters} iterations are the alignment stage "
-        "(own LR schedule; optimizer reset and a new warm-up at the boundary). "
-        f"Data: {files.get('en.jsonl', {}).get('documents', '?')} English documents "
-        f"({files.get('en.jsonl', {}).get('words', '?')} words), "
-        f"{files.get('clone_source.jsonl', {}).get('documents', '?')} En-Clone documents "
-        f"({files.get('clone_source.jsonl', {}).get('words', '?')} words), {p.clka_facts} CLKA facts. "
-        "Perplexity, CLKA and NLI use held-out data (the En-Clone sets are the English ones cloned).",
-        "",
-        "Paper numbers: Li et al. 2024, Table 1 (150M-parameter model, 10B English + 0.1B En-Clone tokens); "
-        "not comparable in scale — compare the direction of the differences.",
-        "",
-        "Files: `results/<run>/*.json` (one per evaluation; `<arm>_oracle/` the oracle controls), `summary/table1.md` "
-        "(tools/summarize_results.py, paper layout, with the CLKA controls and per-level alignment), "
-        "`summary/metrics.json`, plots in `summary/plots/`: " + ", ".join(f"`{x}`" for x in plots) + ".",
-    ]
-    _write_text(path, "\n".join(text) + "\n")
-
-
-def aggregate_seeds(out: str, seed_dirs: Dict[int, str], preset: str, p: Preset, ablations: Sequence[str] = ()
-                    ) -> Dict[str, Any]:
-    """Mean and standard deviation over seeds of every metric; writes ``{out}/README.md`` and ``metrics_seeds.json``."""
-    per_seed = {s: _load(os.path.join(d, "summary", "metrics.json")) or {} for s, d in seed_dirs.items()}
-    names = sorted({n for m in per_seed.values() for n in m})
-    mean: Dict[str, Dict[str, Optional[float]]] = {}
-    sd: Dict[str, Dict[str, float]] = {}
-    for name in names:
-        keys = sorted({k for m in per_seed.values() for k in m.get(name, {}) if not k.endswith("_se")})
-        mean[name], sd[name] = {}, {}
-        for key in keys:
-            vals = [m[name][key] for m in per_seed.values() if m.get(name, {}).get(key) is not None]
-            if not vals:
-                mean[name][key] = None
-                continue
-            mu = sum(vals) / len(vals)
-            mean[name][key] = mu
-            if len(vals) > 1:
-                sd[name][key] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
-    lines = [f"# PreAlign quickstart ({preset}): mean ± standard deviation over seeds {', '.join(map(str, seed_dirs))}",
-             "", "\n".join(report_table(mean, spread=sd)), ""]
-    if ablations:
-        lines += ["Ablations (mean ± sd over the seeds that ran them):", "", "\n".join(ablation_table(mean, ablations, spread=sd)), ""]
-    lines += [
-             "Per seed: " + ", ".join(f"`{os.path.relpath(d, out)}/summary/README.md`" for d in seed_dirs.values()) + "."]
-    _write_text(os.path.join(out, "README.md"), "\n".join(lines) + "\n")
-    result = {"seeds": list(seed_dirs), "mean": mean, "sd": sd, "per_seed": {str(k): v for k, v in per_seed.items()}}
-    _write_json(os.path.join(out, "metrics_seeds.json"), result)
-    return result
 
 
 # ---------------------------------------------------------------------- small utilities
@@ -1001,13 +788,6 @@ def _write_text(path: str, text: str) -> None:
 
 def _write_json(path: str, obj) -> None:
     _write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _save_fig(fig, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
 
 
 def _read(path: str) -> str:
@@ -1086,8 +866,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"\n[quickstart {pipe.elapsed()}] interrupted", file=sys.stderr, flush=True)
             return 130
     if args.seeds:
-        aggregate_seeds(out, seed_dirs, preset, sizes, ablations)
-        print(f"\n{_read(os.path.join(out, 'README.md'))}")
+        pipe = Pipeline(out, preset, args.force, args.from_stage, seeds[0], ablations, sizes)
+        try:
+            pipe.summarize_seeds(seed_dirs)
+        except PipelineError as exc:
+            print(f"\n[quickstart {pipe.elapsed()}] FAILED: {exc}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 

@@ -14,4 +14,5 @@ Modules:
 * :mod:`.mixed_script` — share of English-prompt continuations containing target-language tokens.
 * :mod:`.similarity` — aligned-word cosine similarity per level.
 * :mod:`.summary` — paper-style tables and curves from result JSONs.
+* :mod:`.report` — the En -> En-Clone side-by-side report (arms, controls, gap shares, seeds).
 """
