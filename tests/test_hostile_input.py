@@ -30,7 +30,8 @@ from megatron_prealign.data.indexed import IndexedDatasetError, check_indexed_da
 from megatron_prealign.data.preprocess_data import PreprocessConfig, preprocess
 from megatron_prealign.data.readers import InputError, ReaderConfig
 from megatron_prealign.platform.process import pid_alive, remove_stale_temp_files
-from megatron_prealign.tokenizer import build_tokenizer, train_byte_level_bpe
+from megatron_prealign.tokenizer import build_tokenizer
+from tokenizer_helpers import bpe_folder_fixture
 from training_helpers import write_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,11 +60,7 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bpe_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bpe")
-    train_byte_level_bpe(TEXTS * 20, str(out), vocab_size=350, min_frequency=1)
-    return str(out)
+bpe_dir = bpe_folder_fixture("bpe_dir", TEXTS * 20, 350, scope="module")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from megatron_prealign.data import preprocess_data as ppd
 from megatron_prealign.data.indexed import IndexedDatasetError
 from megatron_prealign.data.preprocess_data import PreprocessConfig, preprocess
 from megatron_prealign.data.readers import InputError, ReaderConfig
-from megatron_prealign.tokenizer import build_tokenizer, train_byte_level_bpe
+from megatron_prealign.tokenizer import build_tokenizer
+from tokenizer_helpers import bpe_folder_fixture
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "preprocess_data.py")
@@ -72,11 +73,7 @@ def make_texts(n, seed=0):
     return texts
 
 
-@pytest.fixture(scope="session")
-def bpe_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bpe")
-    train_byte_level_bpe(SENTENCES * 20, str(out), vocab_size=400, min_frequency=1)
-    return str(out)
+bpe_dir = bpe_folder_fixture("bpe_dir", SENTENCES * 20, 400)
 
 
 def hf_factory(bpe_dir):

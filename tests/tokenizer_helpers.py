@@ -31,3 +31,22 @@ def bpe_fixtures(tokenizer_name: str, dir_name: str, texts, vocab_size: int):
         return Path(request.getfixturevalue(tokenizer_name).vocab_file).parent
 
     return _tokenizer, _folder
+
+
+def bpe_folder_fixture(name: str, texts, vocab_size: int, scope: str = "session"):
+    """A fixture ``name``: the folder (str) of a byte-level BPE trained on ``texts`` with
+    ``min_frequency=1`` (the HuggingFace tokenizer format the preprocessing CLI loads).
+
+    Use as ``bpe_dir = bpe_folder_fixture("bpe_dir", TEXTS * 20, 350)`` at module level.
+    """
+    import pytest
+
+    from megatron_prealign.tokenizer import train_byte_level_bpe
+
+    @pytest.fixture(scope=scope, name=name)
+    def _folder(tmp_path_factory):
+        out = tmp_path_factory.mktemp(name)
+        train_byte_level_bpe(texts, str(out), vocab_size=vocab_size, min_frequency=1)
+        return str(out)
+
+    return _folder
