@@ -157,6 +157,12 @@ def test_seeds_report_mean_and_sd(tmp_path):
     assert _row(lines, "ZS-CLT (NLI) En-Clone acc % ↑") == "| ZS-CLT (NLI) En-Clone acc % ↑ | 42.0 ± 2.8 | 63.0 ± 2.8 | 58.0 ± 0.0 | – |"
     # gap shares of the means: (63 - 42) / (70 - 42) = 75 %, (58 - 42) / 28 = 57 %
     assert "| NLI En-Clone | 75 % | 57 % |" in lines
+    # paired differences from Joint Training: NLI En-Clone prealign - joint = 21 / 21 (SE 0), upper bound 18 / 14
+    # -> 16.0 ± sqrt(((18-16)^2 + (14-16)^2) / 1 / 2) = 2.0; perplexity -6 / -6; CLKA En -2 / -2
+    assert _row(lines, "ZS-CLT (NLI) En-Clone (points)") == \
+        "| ZS-CLT (NLI) En-Clone (points) | +21.0 ± 0.0 (+21.0 / +21.0) | +16.0 ± 2.0 (+18.0 / +14.0) |"
+    assert _row(lines, "LM En-Clone perplexity") == "| LM En-Clone perplexity | -6.00 ± 0.00 (-6.00 / -6.00) | -8.00 ± 0.00 (-8.00 / -8.00) |"
+    assert "| Metric | PreAlign − Joint Training | upper_bound − Joint Training |" in lines
     assert "Ablations (mean ± sd over the seeds that ran them):" in lines
     assert _row(lines, "post") == "| post | 70.0 | 33.0 | 27.0 | 35.0 | – | – | 0.90 / 0.45 |"  # one seed: no spread
     out = json.load(open(mj))

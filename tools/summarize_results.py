@@ -188,14 +188,14 @@ def _arms(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
         payload = {"seeds": [s for s, _ in seeds], "mean": metrics, "sd": spread,
                    "per_seed": {str(s): m for s, m in per_seed.items()}}
     else:
-        metrics, spread = collect("", strict=True), None
+        metrics, spread, per_seed = collect("", strict=True), None, None
         payload = metrics
     if args.metrics_json:
         write_json_atomic(args.metrics_json, payload)
     if args.bar_plot:
         report.plot_final_metrics(metrics, layout, args.bar_plot)
     return report.render_report(metrics, layout, spread, heading=args.heading, notes=args.note,
-                                ablation_caption=args.ablation_caption)
+                                ablation_caption=args.ablation_caption, per_seed=per_seed)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,50 @@ def aggregate_seeds(per_seed: Mapping[Any, Metrics]) -> Tuple[Metrics, Dict[str,
     return mean, sd
 
 
+DIFFERENCE_ROWS = (
+    ("LM En-Clone perplexity", "ppl_en_clone", 2),
+    ("ZS-CLT (NLI) En-Clone (points)", "xnli_en_clone", 1),
+    ("CLKA En-Clone (points)", "clka_en_clone", 1),
+    ("CLKA En (points)", "clka_en", 1),
+)
+"""Rows of :func:`paired_differences`: (label, metric key, decimals)."""
+
+
+def paired_differences(per_seed: Mapping[Any, Metrics], layout: ArmsLayout) -> List[str]:
+    """Each arm minus the baseline arm, seed by seed, with the mean and its standard error.
+
+    The seeds share data and tests within a seed, so the paired difference (not the difference of
+    the two means' spreads) is what says whether an arm beats the baseline.
+
+    Args:
+        per_seed: each seed's metrics (in seed order); a seed lacking either number is skipped.
+        layout: ``arms[0]`` is the baseline.
+
+    Returns:
+        Markdown lines; a cell reads ``mean ± SE (seed 1 / seed 2 / ...)``, the SE being the sample
+        standard deviation of the differences over ``sqrt(n)`` (no SE with one seed).
+    """
+    base, others = layout.arms[0], layout.arms[1:]
+    lines = [_row(["Metric"] + [f"{layout.title(a)} − {layout.title(base)}" for a in others]), "|---|" + "---|" * len(others)]
+    for label, key, digits in DIFFERENCE_ROWS:
+        cells = []
+        for arm in others:
+            diffs = [m[arm][key] - m[base][key] for m in per_seed.values()
+                     if (m.get(arm) or {}).get(key) is not None and (m.get(base) or {}).get(key) is not None]
+            if not diffs:
+                cells.append("–")
+                continue
+            mu = sum(diffs) / len(diffs)
+            each = " / ".join(f"{d:+.{digits}f}" for d in diffs)
+            if len(diffs) < 2:
+                cells.append(f"{mu:+.{digits}f}")
+                continue
+            se = math.sqrt(sum((d - mu) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+            cells.append(f"{mu:+.{digits}f} ± {se:.{digits}f} ({each})")
+        lines.append(_row([label] + cells))
+    return lines
+
+
 def gap_closed(metrics: Metrics, key: str, arm: str, layout: ArmsLayout) -> Optional[float]:
     """Share of the gap from the baseline to the ceiling that ``arm`` closes on ``key``.
 
@@ -242,7 +286,8 @@ def ablation_table(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[s
 
 
 def render_report(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[str, Dict[str, float]]] = None,
-                  heading: Optional[str] = None, notes: Sequence[str] = (), ablation_caption: Optional[str] = None) -> str:
+                  heading: Optional[str] = None, notes: Sequence[str] = (), ablation_caption: Optional[str] = None,
+                  per_seed: Optional[Mapping[Any, Metrics]] = None) -> str:
     """The report as Markdown: ``heading``, :func:`report_table`, the :func:`ablation_table` (when
     ``layout.ablation_rows``) under ``ablation_caption``, then ``notes`` as paragraphs.
 
@@ -253,11 +298,16 @@ def render_report(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[st
         heading: first line (e.g. ``# Title``), or none.
         notes: paragraphs after the tables (setup, where the files are).
         ablation_caption: line above the ablation table (default: says what ± means).
+        per_seed: each seed's metrics; with two or more seeds the :func:`paired_differences`
+            table follows the main table.
     """
     if ablation_caption is None:
         ablation_caption = ("Ablations (mean ± sd over the seeds that ran them):" if spread is not None
                             else "Ablations (same budget; ± = binomial standard error):")
     parts = ([heading, ""] if heading is not None else []) + ["\n".join(report_table(metrics, layout, spread)), ""]
+    if per_seed is not None and len(per_seed) > 1 and len(layout.arms) > 1:
+        parts += [f"Paired differences from {layout.title(layout.arms[0])}: mean ± standard error over seeds "
+                  "(per seed in brackets):", "", "\n".join(paired_differences(per_seed, layout)), ""]
     if layout.ablation_rows:
         parts += [ablation_caption, "", "\n".join(ablation_table(metrics, layout, spread)), ""]
     for i, note in enumerate(notes):
