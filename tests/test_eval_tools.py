@@ -259,6 +259,16 @@ def test_oracle_copy_makes_clone_text_score_as_english(single_process_parallel_s
         assert torch.equal(m.embedding.word_embeddings.weight[V:], m.embedding.word_embeddings.weight[:V])
         assert rep["output_layer"]["offset_scale"] == 0.0
         torch.testing.assert_close(token_logprobs(m, english + V), token_logprobs(m, english), rtol=0, atol=1e-6)
+        # the output layer on its own scale: input rows copied, output rows keep the full offset
+        m2 = build_gpt_model(GPTModelConfig(num_layers=1, hidden_size=8, num_attention_heads=2, vocab_size=2 * V,
+                                            max_sequence_length=8, untie_embeddings_and_output_weights=True))
+        w0 = m2.output_layer.weight.detach().double().clone()
+        rep = oracle_realign(m2, OracleConfig(base_vocab_size=V, english_ids=list(range(V)), offset_scale=0.0,
+                                              output_offset_scale=1.0))
+        assert rep["input_embedding"]["offset_scale"] == 0.0 and rep["output_layer"]["offset_scale"] == 1.0
+        assert torch.equal(m2.embedding.word_embeddings.weight[V:], m2.embedding.word_embeddings.weight[:V])
+        off = w0[V:].mean(0) - w0[:V].mean(0)
+        assert torch.allclose(m2.output_layer.weight[V:].double(), w0[:V] + off, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ def main(argv: List[str]) -> int:
                    help="Multiply the language offset (0 = clone rows become copies of the English rows: En-Clone "
                         "scores must then equal English ones; a check of the test data and of how much the layers "
                         "read the offset).")
+    p.add_argument("--output-offset-scale", type=float, default=None,
+                   help="The same for the output layer of an untied model (default: --offset-scale).")
     p.add_argument("--alignment-table", default=None,
                    help="Re-align only the ids of this En-Clone table's words (default: every non-special id < V).")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing checkpoint under --save.")
@@ -69,14 +71,16 @@ def main(argv: List[str]) -> int:
     table = load_alignment_table(args.alignment_table)
     ids = aligned_english_ids(v, tok.special_ids, table)
     report = oracle_realign(model, OracleConfig(base_vocab_size=v, english_ids=ids, alpha=args.alpha,
-                                                    offset_scale=args.offset_scale))
+                                                    offset_scale=args.offset_scale,
+                                                    output_offset_scale=args.output_offset_scale))
     iteration = int(meta.get("iteration", 0))
     new_meta = {k: val for k, val in meta.items() if k not in ("iteration", "train_state", "stage", "parallel")}
     new_meta["oracle_realign"] = {"source": os.path.abspath(args.load), "source_iteration": iteration, "alpha": args.alpha,
-                                  "offset_scale": args.offset_scale, "alignment_table": args.alignment_table, "report": report}
+                                  "offset_scale": args.offset_scale,
+                                  "output_offset_scale": args.output_offset_scale, "alignment_table": args.alignment_table, "report": report}
     final = save_checkpoint(save_root, iteration, [model], None, None, dict(meta.get("train_state") or {}), new_meta)
     for name, r in report.items():
-        print(f"{name}: {r['rows']} clone rows re-aligned (alpha {args.alpha}, offset x{args.offset_scale:g}), offset norm {r['offset_norm']:.4f}, "
+        print(f"{name}: {r['rows']} clone rows re-aligned (alpha {args.alpha}, offset x{r['offset_scale']:g}), offset norm {r['offset_norm']:.4f}, "
               f"mean row change {r['mean_row_change']:.4f}")
     print(f"-> {final}")
     return 0

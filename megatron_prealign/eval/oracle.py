@@ -37,6 +37,9 @@ class OracleConfig:
     """Multiplies the language offset (``0``: clone rows become exact copies of the English rows,
     so En-Clone inputs are English inputs and every En-Clone score must equal the English one:
     a check of the evaluation data, and a measure of how much the layers read the offset)."""
+    output_offset_scale: Optional[float] = None
+    """The same for the output layer of an untied model (``None``: ``offset_scale``), to tell the
+    input offset's effect from the output offset's."""
 
 
 def aligned_english_ids(base_vocab_size: int, special_ids: Sequence[int], table=None) -> List[int]:
@@ -63,7 +66,7 @@ def aligned_english_ids(base_vocab_size: int, special_ids: Sequence[int], table=
 
 
 @torch.no_grad()
-def _realign_matrix(weight: torch.Tensor, cfg: OracleConfig) -> Dict[str, float]:
+def _realign_matrix(weight: torch.Tensor, cfg: OracleConfig, offset_scale: float) -> Dict[str, float]:
     v = cfg.base_vocab_size
     eng = torch.as_tensor(list(cfg.english_ids), dtype=torch.long, device=weight.device)
     if eng.numel() == 0:
@@ -74,12 +77,12 @@ def _realign_matrix(weight: torch.Tensor, cfg: OracleConfig) -> Dict[str, float]
     english = weight[eng].double()
     clone = weight[eng + v].double()
     offset = clone.mean(0) - english.mean(0)
-    target = english + cfg.offset_scale * offset
+    target = english + offset_scale * offset
     new = (1.0 - cfg.alpha) * clone + cfg.alpha * target
     weight[eng + v] = new.to(weight.dtype)
     return {"rows": int(eng.numel()), "offset_norm": float(offset.norm()),
             "mean_row_change": float((new - clone).norm(dim=1).mean()),
-            "offset_scale": float(cfg.offset_scale)}
+            "offset_scale": float(offset_scale)}
 
 
 @torch.no_grad()
@@ -106,7 +109,8 @@ def oracle_realign(model: torch.nn.Module, cfg: OracleConfig) -> Dict[str, Dict[
         raise ValueError(f"--alpha {cfg.alpha}: expected a value in [0, 1]")
     while hasattr(model, "module"):
         model = model.module
-    out = {"input_embedding": _realign_matrix(model.embedding.word_embeddings.weight, cfg)}
+    out = {"input_embedding": _realign_matrix(model.embedding.word_embeddings.weight, cfg, cfg.offset_scale)}
     if not model.share_embeddings_and_output_weights:
-        out["output_layer"] = _realign_matrix(model.output_layer.weight, cfg)
+        scale = cfg.offset_scale if cfg.output_offset_scale is None else cfg.output_offset_scale
+        out["output_layer"] = _realign_matrix(model.output_layer.weight, cfg, scale)
     return out
