@@ -29,8 +29,8 @@ Stages (each prints a banner with the elapsed time; outputs under ``--output-dir
     4 train      untied input/output embeddings (as the paper), the same iterations x global batch,
                  torchrun --nproc-per-node 2 (DP=2, gloo):
                  Joint Training   --prealign-mode none, English + En-Clone + knowledge
-                 PreAlign         --prealign-mode init: an alignment stage of its own (own LR
-                                  schedule), then the optimizer is reset and pretraining runs its
+                 PreAlign         --prealign-mode init: an alignment stage of its own (300 of
+                                  the 1,500 steps, own LR schedule), then the optimizer is reset and pretraining runs its
                                   own warm-up and decay; codeswitched English + En-Clone + knowledge
                  Upper bound      --clone-perfect-init (clone rows = English rows, input and
                                   output), then PreAlign's pretraining (codeswitched data)
