@@ -126,6 +126,12 @@ def run_metrics(run: Mapping[str, List[dict]]) -> Dict[str, Optional[float]]:
     return m
 
 
+def _sample_sd(values: Sequence[float]) -> float:
+    """Sample standard deviation (``n - 1``) of two or more values."""
+    mu = sum(values) / len(values)
+    return math.sqrt(sum((v - mu) ** 2 for v in values) / (len(values) - 1))
+
+
 def aggregate_seeds(per_seed: Mapping[Any, Metrics]) -> Tuple[Metrics, Dict[str, Dict[str, float]]]:
     """Mean and sample standard deviation over seeds of every metric (``*_se`` keys dropped).
 
@@ -150,7 +156,7 @@ def aggregate_seeds(per_seed: Mapping[Any, Metrics]) -> Tuple[Metrics, Dict[str,
             mu = sum(vals) / len(vals)
             mean[name][key] = mu
             if len(vals) > 1:
-                sd[name][key] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
+                sd[name][key] = _sample_sd(vals)
     return mean, sd
 
 
@@ -192,7 +198,7 @@ def paired_differences(per_seed: Mapping[Any, Metrics], layout: ArmsLayout) -> L
             if len(diffs) < 2:
                 cells.append(f"{mu:+.{digits}f}")
                 continue
-            se = math.sqrt(sum((d - mu) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+            se = _sample_sd(diffs) / math.sqrt(len(diffs))
             cells.append(f"{mu:+.{digits}f} ± {se:.{digits}f} ({each})")
         lines.append(_row([label] + cells))
     return lines
