@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quickstart: set up ./.venv (scripts/setup_env.sh, installs only what is missing), then run
 # PreAlign end to end on built-in data (no download): Joint Training, PreAlign, the upper bound:
-#   bash scripts/quickstart.sh                     # full run, ~30 min on a 2-core CPU (33-35 min measured under load) -> ./quickstart_out
+#   bash scripts/quickstart.sh                     # full run, ~27 min on an idle 2-core CPU (+ setup) -> ./quickstart_out
 #   bash scripts/quickstart.sh --small             # tiny sizes, a few minutes
 #   bash scripts/quickstart.sh --output-dir DIR    # elsewhere; re-running skips finished stages (--force redoes)
 # Every flag is passed to examples/quickstart/run.py (see its --help).
