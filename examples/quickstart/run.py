@@ -4,7 +4,7 @@ Runs the paper's synthetic English -> En-Clone experiment (Table 1) at laptop sc
 with the same budget -- Joint Training, PreAlign and the paper's perfect-alignment upper bound
 (§4.1.1) -- plus the controls that say whether the evaluations are informative, side by side::
 
-    bash scripts/quickstart.sh                       # set up .venv, then the full run (~28 min on 2 cores)
+    bash scripts/quickstart.sh                       # set up .venv, then the full run (~27 min on 2 idle cores)
     bash scripts/quickstart.sh --small               # the same pipeline, tiny sizes (a few minutes; used by the tests)
     python examples/quickstart/run.py --output-dir quickstart_out      # without the setup step
     python examples/quickstart/run.py --seeds 1234,1235,1236 --output-dir qs_seeds   # mean +- sd over seeds
