@@ -184,3 +184,26 @@ def test_relative_imports_resolve_to_the_package(tmp_path):
     got = [(m, c) for _, m, c in imports_of(tmp_path, tmp_path / "megatron_prealign/model/sub/x.py")]
     assert got == [("megatron_prealign.training", ["megatron_prealign.training.loop"]),
                    ("megatron_prealign.model.sub.y", ["megatron_prealign.model.sub.y.z"])]
+
+
+def test_public_names_exist_and_dataclass_annotations_resolve():
+    """Every module's ``__all__`` names what it defines (``from m import *`` works) and every
+    dataclass's annotations resolve (``typing.get_type_hints``, as config tooling calls it)."""
+    import dataclasses
+    import importlib
+    import pkgutil
+    import typing
+
+    import megatron_prealign
+
+    problems = []
+    for info in pkgutil.walk_packages(megatron_prealign.__path__, PACKAGE + "."):
+        module = importlib.import_module(info.name)
+        problems += [f"{info.name}.__all__ lists {n!r}" for n in getattr(module, "__all__", ()) if not hasattr(module, n)]
+        for name, obj in vars(module).items():
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == info.name:
+                try:
+                    typing.get_type_hints(obj)
+                except Exception as exc:  # NameError: a name used in an annotation is not imported
+                    problems.append(f"{info.name}.{name}: {type(exc).__name__}: {exc}")
+    assert problems == []

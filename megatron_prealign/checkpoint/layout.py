@@ -47,7 +47,8 @@ __all__ = [
     "find_damaged_file",
     "guarded_load",
     "read_common",
-    "checkpoint_args",
+    "common_args",
+    "load_pt",
     "model_config_from_args",
     "meta_from_checkpoint_files",
     "read_meta",
@@ -55,6 +56,8 @@ __all__ = [
     "resolve_model_config",
     "sharding_metadata",
     "load_model_for_eval",
+    "MODEL_PREFIXES",
+    "load_model_tensors",
 ]
 
 TRACKER_FILENAME = "latest_checkpointed_iteration.txt"
@@ -142,7 +145,8 @@ def resolve_checkpoint(load: str, iteration: Optional[int] = None) -> Tuple[str,
 # ---------------------------------------------------------------------------------------------
 
 
-def _torch_load_any(path: str) -> Any:
+def load_pt(path: str) -> Any:
+    """A ``.pt`` file of a checkpoint, any pickled object (Megatron-LM's ``args`` Namespace), on CPU."""
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
@@ -181,7 +185,7 @@ def find_damaged_file(path: str) -> Optional[str]:
         for name in sorted(files):
             if name.endswith(".pt"):
                 try:
-                    _torch_load_any(os.path.join(dirpath, name))
+                    load_pt(os.path.join(dirpath, name))
                 except Exception:
                     return os.path.join(dirpath, name)
     return None
@@ -208,6 +212,38 @@ def guarded_load(sharded_state_dict: Dict[str, Any], path: str, **kwargs: Any) -
         if err is not None:
             raise err from None
         raise
+
+
+MODEL_PREFIXES = ("embedding.", "decoder.", "output_layer.")
+"""Sharded-state-dict keys of the GPT model's tensors (optimizer state, RNG, ... are other keys)."""
+
+
+def load_model_tensors(path: str) -> Dict[str, torch.Tensor]:
+    """Every model tensor of the torch_dist ``iter_*`` folder ``path``, global (unsharded), on CPU.
+
+    Works for any TP/PP layout the checkpoint was saved under; optimizer state, RNG and
+    TransformerEngine ``_extra_state`` are skipped. Needs a process group (one process will do).
+
+    Returns:
+        ``{sharded key: tensor}``, e.g. ``decoder.layers.self_attention.linear_qkv.weight`` of
+        shape ``[num_layers, 3h, h]``.
+
+    Raises:
+        CheckpointError: not a readable checkpoint, no model tensors, or a damaged file (one line).
+    """
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    try:
+        metadata = dist_checkpointing.load_tensors_metadata(path)
+    except Exception as exc:  # CheckpointingException, missing .metadata, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable dist_checkpointing checkpoint ({first})") from None
+    wanted = {k: v for k, v in metadata.items()
+              if isinstance(v, ShardedTensor) and k.startswith(MODEL_PREFIXES) and "_extra_state" not in k}
+    if not wanted:
+        raise CheckpointError(f"{path}: the checkpoint holds no model tensors")
+    loaded = guarded_load(wanted, path, validate_access_integrity=False)
+    return {k: v.detach().cpu() for k, v in loaded.items() if isinstance(v, torch.Tensor)}
 
 
 def read_common(path: str) -> Dict[str, Any]:

@@ -236,22 +236,19 @@ def checkpoint_args(load_dir: str) -> Dict[str, Any]:
     Raises:
         ValueError: no checkpoint, or one that records no flags.
     """
-    from megatron_prealign.training import checkpointing
+    from megatron_prealign.checkpoint import layout
 
-    it = checkpointing.read_latest_iteration(load_dir)
+    it = layout.read_latest_iteration(load_dir)
     if it is None:
         raise ValueError(f"--use-checkpoint-args: no checkpoint under --load {load_dir}")
+    path, _ = layout.resolve_checkpoint(load_dir)
     try:
-        saved = checkpointing.read_meta(load_dir).get("args")
-    except (FileNotFoundError, ValueError):
+        saved = layout.read_meta(path).get("args")
+    except layout.CheckpointError:  # e.g. common.pt args of a model this project does not build
         saved = None
-    if saved is None:
-        common = os.path.join(checkpointing.checkpoint_dir(load_dir, it), "common.pt")
-        if os.path.exists(common):
-            import torch
-
-            ns = torch.load(common, map_location="cpu", weights_only=False).get("args")
-            saved = vars(ns) if ns is not None and not isinstance(ns, dict) else ns
+    common = os.path.join(path, "common.pt")
+    if saved is None and os.path.isfile(common):
+        saved = layout.common_args(layout.load_pt(common))
     if not saved:
         raise ValueError(f"--use-checkpoint-args: the checkpoint in {load_dir} (iteration {it}) records no arguments")
     return dict(saved)

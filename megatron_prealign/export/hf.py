@@ -73,7 +73,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EXPORT_SENTINEL", "ExportError", "HFExportConfig", "export_hf", "load_checkpoint_tensors", "split_qkv"]
 
-MODEL_PREFIXES = ("embedding.", "decoder.", "output_layer.")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_NORM_EPS = 1e-5  # megatron-core TransformerConfig.layernorm_epsilon
 DEFAULT_ROPE_BASE = 10000.0  # megatron-core GPTModel rotary_base
@@ -125,21 +124,10 @@ def _resolve(load: str, iteration: Optional[int]) -> Tuple[str, Dict[str, Any]]:
 
 
 def load_checkpoint_tensors(ckpt_dir: str) -> Dict[str, torch.Tensor]:
-    """Load every model tensor of an ``iter_XXXXXXX`` folder as a global (unsharded) CPU tensor.
-
-    Works for any TP/PP layout the checkpoint was saved under; optimizer state, RNG and
-    TransformerEngine ``_extra_state`` are skipped.
-
-    Args:
-        ckpt_dir: one ``iter_XXXXXXX`` folder written by ``training.checkpointing``.
-
-    Returns:
-        ``{sharded key: tensor}``, e.g. ``decoder.layers.self_attention.linear_qkv.weight`` of
-        shape ``[num_layers, 3h, h]``.
-    """
-    from megatron.core import dist_checkpointing
-    from megatron.core.dist_checkpointing.mapping import ShardedTensor
-
+    """Every model tensor of an ``iter_XXXXXXX`` folder as a global (unsharded) CPU tensor
+    (:func:`~megatron_prealign.checkpoint.layout.load_model_tensors`, in a process group of its own
+    when none exists)."""
+    from megatron_prealign.checkpoint.layout import CheckpointError, load_model_tensors
     from megatron_prealign.platform import ensure_single_process_group
 
     try:
@@ -147,17 +135,9 @@ def load_checkpoint_tensors(ckpt_dir: str) -> Dict[str, torch.Tensor]:
     except ValueError as exc:
         raise ExportError(f"export: {exc} (it loads whole tensors)") from None
     try:
-        try:
-            metadata = dist_checkpointing.load_tensors_metadata(ckpt_dir)
-        except Exception as exc:  # CheckpointingException, missing .metadata, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"{ckpt_dir}: not a readable dist_checkpointing checkpoint ({first})") from None
-        wanted = {k: v for k, v in metadata.items()
-                  if isinstance(v, ShardedTensor) and k.startswith(MODEL_PREFIXES) and "_extra_state" not in k}
-        if not wanted:
-            raise ExportError(f"{ckpt_dir}: the checkpoint holds no model tensors")
-        loaded = dist_checkpointing.load(wanted, ckpt_dir, validate_access_integrity=False)
-        return {k: v.detach().cpu() for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+        return load_model_tensors(ckpt_dir)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
     finally:
         if created:
             torch.distributed.destroy_process_group()

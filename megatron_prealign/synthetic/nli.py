@@ -37,6 +37,7 @@ import random
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from megatron_prealign.eval.nli_formats import XNLI_TSV_COLUMNS
 from megatron_prealign.platform.files import write_text_atomic
 from megatron_prealign.synthetic.english import ADJECTIVES, DETERMINERS, NAMES, NOUNS, PLACES, VERBS_PAST
 
@@ -56,11 +57,6 @@ assert set(ANTONYMS) <= set(ADJECTIVES)
 
 _ADJ = sorted(ANTONYMS)
 _DETS = [d for d in DETERMINERS if d not in ("every", "each", "one", "some")]  # definite-ish: "a" stays
-_XNLI_COLUMNS = (
-    "language", "gold_label", "sentence1_binary_parse", "sentence2_binary_parse", "sentence1_parse",
-    "sentence2_parse", "sentence1", "sentence2", "promptID", "pairID", "genre", "label1", "label2",
-    "label3", "label4", "label5", "sentence1_tokenized", "sentence2_tokenized", "match",
-)
 
 
 @dataclass
@@ -160,11 +156,11 @@ def generate_pairs(n: int, seed: int) -> List[Tuple[str, str, int]]:
 
 
 def _xnli_row(premise: str, hyp: str, label: int, pair_id: int) -> str:
-    row = dict.fromkeys(_XNLI_COLUMNS, "")
+    row = dict.fromkeys(XNLI_TSV_COLUMNS, "")
     row.update(language="en", gold_label=LABELS[label], sentence1=premise, sentence2=hyp, promptID=str(pair_id),
                pairID=str(pair_id), genre="synthetic", label1=LABELS[label], sentence1_tokenized=premise,
                sentence2_tokenized=hyp, match="True")
-    return "\t".join(row[c] for c in _XNLI_COLUMNS)
+    return "\t".join(row[c] for c in XNLI_TSV_COLUMNS)
 
 
 def write_xnli_task(output_dir: str, config: NLITaskConfig) -> Dict[str, str]:
@@ -183,6 +179,6 @@ def write_xnli_task(output_dir: str, config: NLITaskConfig) -> Dict[str, str]:
     write_text_atomic(paths["train"], "\n".join(["premise\thypo\tlabel"] + [f"{p}\t{h}\t{LABELS[l]}" for p, h, l in train]) + "\n")
     for split, n, offset in (("dev", config.dev, 1), ("test", config.test, 2)):
         rows = generate_pairs(n, config.seed * 1000003 + offset)
-        lines = ["\t".join(_XNLI_COLUMNS)] + [_xnli_row(p, h, l, i) for i, (p, h, l) in enumerate(rows)]
+        lines = ["\t".join(XNLI_TSV_COLUMNS)] + [_xnli_row(p, h, l, i) for i, (p, h, l) in enumerate(rows)]
         write_text_atomic(paths[split], "\n".join(lines) + "\n")
     return paths
