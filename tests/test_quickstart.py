@@ -247,6 +247,11 @@ def test_ablation_runs_differ_from_prealign_only_where_the_paper_says(tmp_path, 
     assert [x for x in flags("prealign_short") if x != str(p.prealign_iters // 3)] == \
         [x for x in flags("prealign") if x != str(p.prealign_iters)]
     assert int(value("post", "--prealign-iters")) == p.post_iters == 100  # as measured in docs/results
+    assert value("post", "--prealign-lr") is None  # the post stage re-warms to --lr
+    post_low = flags("post_low_lr")
+    post_cmd = pipe.train_cmd("post")
+    assert float(value("post_low_lr", "--prealign-lr")) == float(post_cmd[post_cmd.index("--min-lr") + 1]) == p.lr / 10
+    assert [x for x in post_low if x not in ("--prealign-lr", str(p.lr / 10))] == flags("post")
     cs_k = flags("prealign_cs_knowledge")
     assert cs_k[-1] == "knowledge_cs_text_document" and cs_k[:-1] == flags("prealign")[:-1]
     assert set(drv.ABLATIONS) <= set(pipe.runs) and set(drv.ABLATIONS) <= set(pipe.oracle_runs)

@@ -82,15 +82,17 @@ CONTROL = "no_knowledge"
 """The CLKA control: Joint Training without the knowledge text."""
 RUNS = ARMS + (CONTROL,)
 """Every training run."""
-ABLATIONS = ("joint_cs", "prealign_no_cs", "on_the_fly", "post", "prealign_short", "prealign_cs_knowledge")
+ABLATIONS = ("joint_cs", "prealign_no_cs", "on_the_fly", "post", "post_low_lr", "prealign_short", "prealign_cs_knowledge")
 """Optional runs (``--ablations``), the same budget: the paper's Table 3 (#2 Joint + input-only
-codeswitching, #3 pre-alignment without codeswitching) and Table 2 (on-the-fly, post alignment),
+codeswitching, #3 pre-alignment without codeswitching) and Table 2 (on-the-fly, post alignment;
+post alignment also at the LR pretraining ends with, as the paper gives no post-alignment LR),
 and two configurations of the method tried for keeping the alignment alive (a third of the
 alignment steps: the earlier default of 100; the knowledge text codeswitched as well). Each gets its oracle re-alignment control."""
 RUN_TITLES = {"joint": "Joint Training", "prealign": "PreAlign", "upper_bound": "Upper bound (perfect init)",
               CONTROL: "No knowledge (control)",
               "joint_cs": "#2 Joint + input-only CS", "prealign_no_cs": "#3 Pre-alignment, no CS",
               "on_the_fly": "On-the-fly alignment", "post": "Post alignment",
+              "post_low_lr": "Post alignment, LR 1/10",
               "prealign_short": "PreAlign, 1/3 of the alignment steps", "prealign_cs_knowledge": "PreAlign, knowledge codeswitched too"}
 
 
@@ -484,10 +486,12 @@ class Pipeline:
         elif run == "on_the_fly":  # Table 2: the contrastive loss at every step, no alignment stage, no codeswitching
             cmd += ["--prealign-mode", "on-the-fly", "--prealign-words-per-batch", str(p.words_per_batch),
                     "--data-path"] + self.blend(english)
-        elif run == "post":  # Table 2: Joint Training, then the alignment stage (+ LM loss) at the end, no codeswitching
+        elif run in ("post", "post_low_lr"):  # Table 2: Joint Training, then the alignment stage (+ LM loss) at the end, no codeswitching
             cmd += ["--prealign-mode", "post", "--prealign-iters", str(p.post_iters),
-                    "--prealign-words-per-batch", str(p.words_per_batch), "--prealign-lm-weight", "1.0",
-                    "--data-path"] + self.blend(english)
+                    "--prealign-words-per-batch", str(p.words_per_batch), "--prealign-lm-weight", "1.0"]
+            if run == "post_low_lr":  # the post stage at pretraining's final LR (--min-lr) instead of re-warming to the peak
+                cmd += ["--prealign-lr", str(p.lr / 10)]
+            cmd += ["--data-path"] + self.blend(english)
         else:
             raise ValueError(f"unknown run {run!r}")
         return cmd
