@@ -398,11 +398,8 @@ def build_hf_model(ckpt_dir: str, meta: Dict[str, Any], tensors: Dict[str, torch
     if torch_dtype is None:
         raise ExportError(f"--dtype {dtype!r}: choose auto, " + ", ".join(DTYPES))
     eod = tok.get("eod")
-    special = {}
-    if eod is not None and int(eod) < vocab:
-        special = {"bos_token_id": int(eod), "eos_token_id": int(eod)}
-    else:
-        special = {"bos_token_id": None, "eos_token_id": None}
+    eod = int(eod) if eod is not None and int(eod) < vocab else None
+    special = {"bos_token_id": eod, "eos_token_id": eod}
     wte = wte[:vocab]
     if arch == "gpt2":
         config = transformers.GPT2Config(**{**dict(
@@ -462,10 +459,8 @@ def _import_transformers() -> Any:
 
 def _instantiate(cls: Any, config: Any) -> torch.nn.Module:
     """Build the HF model without spending time on random initialisation."""
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # transformers 4.x
-        from transformers.modeling_utils import no_init_weights
+    from transformers.initialization import no_init_weights  # transformers >= 5 (_import_transformers)
+
     with no_init_weights():
         return cls(config)
 

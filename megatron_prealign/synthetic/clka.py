@@ -41,10 +41,6 @@ from megatron_prealign.synthetic.clka_templates import CLOSED_ENTITIES, LANGUAGE
 
 CONSONANTS = "bdfgkmnprstvz"
 VOWELS = "aeiou"
-_CYR_C = dict(zip(CONSONANTS, "бдфгкмнпрствз"))
-_CYR_V = dict(zip(VOWELS, "аеиоу"))
-_AR_C = dict(zip(CONSONANTS, "بدفغكمنبرستفز"))
-_AR_V = {"a": "ا", "e": "ي", "i": "ي", "o": "و", "u": "و"}
 _ZH = {
     "b": "巴贝比博布", "d": "达德迪多杜", "f": "法费菲福富", "g": "加格吉戈古", "k": "卡克基科库",
     "m": "马梅米莫穆", "n": "纳内尼诺努", "p": "帕佩皮波普", "r": "拉雷里罗鲁", "s": "萨塞西索苏",
@@ -63,16 +59,7 @@ def render_word(syllables: Sequence[str], language: str) -> str:
     for syl in syllables:
         if len(syl) != 2 or syl[0] not in CONSONANTS or syl[1] not in VOWELS:
             raise ValueError(f"not a CV syllable of the inventory: {syl!r}")
-    if language in ("en", "de"):
-        return "".join(syllables).capitalize()
-    if language == "ru":
-        text = "".join(_CYR_C[s[0]] + _CYR_V[s[1]] for s in syllables)
-        return text[:1].upper() + text[1:]
-    if language == "ar":
-        return "".join(_AR_C[s[0]] + _AR_V[s[1]] for s in syllables)
-    if language == "zh":
-        return "".join(_ZH[s[0]][VOWELS.index(s[1])] for s in syllables)
-    raise ValueError(f"no name rendering for language {language!r} (have: {', '.join(LANGUAGES)})")
+    return render_latin_word("".join(syllables), language)
 
 
 def render_name(words: Sequence[Sequence[str]], language: str) -> str:
@@ -163,7 +150,7 @@ def render_latin_word(word: str, language: str, capitalize: bool = True) -> str:
 
     Russian and Arabic transliterate letter by letter; Chinese maps each ``C*V+`` chunk to the
     syllable character of its first consonant and vowel (a trailing consonant takes the ``u``
-    row), as :func:`render_word` does for CV syllables.
+    row); a CV syllable is one such chunk (:func:`render_word`).
 
     Raises:
         ValueError: not lowercase ``a-z``, or an unknown language.
