@@ -270,7 +270,10 @@ def test_codeswitch_dataset_ctrl_c_exits_130_and_writes_nothing(tmp_path):
          "--output-prefix", str(tmp_path / "out"), "--alignment-table", str(tmp_path / "table.jsonl"),
          "--codeswitch-ratio", "0.3", "--threads", "1", "--chunk-tokens", "4096", "--log-interval", "0.2",
          "--tokenizer-type", "NullTokenizer", "--vocab-size", "100"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        # a job started in the background (`cmd &`) inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler: give the tool the default, as a terminal would
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not any(".tmp-" in f for f in os.listdir(tmp_path)):
         time.sleep(0.05)

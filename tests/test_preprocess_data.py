@@ -415,6 +415,8 @@ def test_cli_ctrl_c_leaves_nothing(tmp_path):
         [sys.executable, "-W", "ignore", TOOL, "--input", str(tmp_path / "big.jsonl"), "--output-prefix", str(out / "x"),
          "--tokenizer-type", "NullTokenizer", "--vocab-size", "1000", "--workers", "2", "--log-interval", "500"],
         stderr=subprocess.PIPE, text=True,
+        # SIGINT as from a terminal even when pytest runs as a background job (which ignores it)
+        preexec_fn=functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.time() + 120
