@@ -238,10 +238,10 @@ def checkpoint_args(load_dir: str) -> Dict[str, Any]:
     """
     from megatron_prealign.checkpoint import layout
 
-    it = layout.read_latest_iteration(load_dir)
-    if it is None:
-        raise ValueError(f"--use-checkpoint-args: no checkpoint under --load {load_dir}")
-    path, _ = layout.resolve_checkpoint(load_dir)
+    try:
+        path, it = layout.resolve_checkpoint(load_dir)
+    except layout.CheckpointNotFoundError:
+        raise ValueError(f"--use-checkpoint-args: no checkpoint under --load {load_dir}") from None
     try:
         saved = layout.read_meta(path).get("args")
     except layout.CheckpointError:  # e.g. common.pt args of a model this project does not build
