@@ -131,9 +131,7 @@ def starts_word_text(piece: str, space_marker: str = "\u2581") -> bool:
     Returns:
         bool: see the module docstring.
     """
-    if not piece:
-        return True
-    if piece.startswith(space_marker):
+    if not piece or piece.startswith(space_marker):
         return True
     if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
         try:  # SentencePiece byte-fallback piece
@@ -162,11 +160,10 @@ class PreAlignTokenizer:
     tokenizer_type: str = "PreAlignTokenizer"
 
     def __init__(self, *paths: Optional[str], **options: Any) -> None:
-        self.unique_identifiers: "OrderedDict[str, Any]" = OrderedDict()
-        self.unique_identifiers["class"] = type(self).__name__
-        self.unique_identifiers["tokenizer_path"] = [p for p in paths if p is not None]
-        for key, value in options.items():
-            self.unique_identifiers[key] = str(value)
+        self.unique_identifiers: "OrderedDict[str, Any]" = OrderedDict(
+            [("class", type(self).__name__), ("tokenizer_path", [p for p in paths if p is not None])]
+        )
+        self.unique_identifiers.update((key, str(value)) for key, value in options.items())
         self.unique_description = json.dumps(self.unique_identifiers, indent=4)
         self._word_start_mask: Optional[np.ndarray] = None
         self._vocab_size: int = 0
@@ -238,9 +235,8 @@ class PreAlignTokenizer:
         See the module docstring for the rule. Computed once and cached (read-only).
         """
         if self._word_start_mask is None:
-            mask = np.zeros(self.vocab_size, dtype=bool)
-            for i in range(self.vocab_size):
-                mask[i] = self._token_starts_word(i)
+            flags = map(self._token_starts_word, range(self.vocab_size))
+            mask = np.fromiter(flags, dtype=bool, count=self.vocab_size)
             mask[[i for i in self._special_ids if 0 <= i < self.vocab_size]] = True
             mask.setflags(write=False)
             self._word_start_mask = mask
