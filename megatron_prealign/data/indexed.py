@@ -247,8 +247,8 @@ def max_token_id(prefix: str, chunk_elements: int = 1 << 24) -> Optional[int]:
         return None
     data = np.memmap(prefix + ".bin", mode="r", dtype=header.dtype)
     try:
-        chunks = range(0, data.shape[0], chunk_elements)
-        return max(int(data[start : start + chunk_elements].max()) for start in chunks)
+        chunks = (data[i : i + chunk_elements] for i in range(0, data.shape[0], chunk_elements))
+        return max((int(chunk.max()) for chunk in chunks), default=None)
     finally:
         del data
 
