@@ -201,15 +201,12 @@ def decode_record(record: RawRecord, json_keys: Sequence[str]) -> Tuple[Any, ...
     """
     if record.kind == KIND_VALUES:
         return record.payload  # type: ignore[return-value]
-    if record.kind == KIND_TEXT:
-        try:
-            return (record.payload.decode("utf-8"),)  # type: ignore[union-attr]
-        except UnicodeDecodeError as err:
-            raise MalformedRecordError(f"{record.where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
     line = record.payload
-    if not line.strip():  # type: ignore[union-attr]
-        return tuple(None for _ in json_keys)
     try:
+        if record.kind == KIND_TEXT:
+            return (line.decode("utf-8"),)  # type: ignore[union-attr]
+        if not line.strip():  # type: ignore[union-attr]
+            return tuple(None for _ in json_keys)
         data = json.loads(line)
     except UnicodeDecodeError as err:
         raise MalformedRecordError(f"{record.where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None

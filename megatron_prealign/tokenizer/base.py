@@ -60,14 +60,10 @@ def bytes_to_unicode() -> Dict[int, str]:
         + list(range(ord("¡"), ord("¬") + 1))
         + list(range(ord("®"), ord("ÿ") + 1))
     )
-    chars = list(printable)
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
+    # the other bytes (controls, space, ...) stand for the characters from U+0100 on, in byte order
+    others = [b for b in range(256) if b not in printable]
+    chars = printable + [256 + n for n in range(len(others))]
+    return {b: chr(c) for b, c in zip(printable + others, chars)}
 
 
 @lru_cache(maxsize=1)
