@@ -285,12 +285,9 @@ def same_tokenizer(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     A wrapped tokenizer's ``base`` description (En-Clone) is compared the same way, so two
     En-Clone tokenizers over different base files of equal size are different.
     """
-    keys = ("type", "vocab_size", "eod")
-    if any(a.get(k) != b.get(k) for k in keys):
+    if any(a.get(k) != b.get(k) for k in ("type", "vocab_size", "eod")):
         return False
-    ha = {k: v for k, v in a.items() if k.endswith("sha256")}
-    hb = {k: v for k, v in b.items() if k.endswith("sha256")}
-    if not all(hb.get(k, v) == v for k, v in ha.items()):
+    if not all(b.get(k, v) == v for k, v in a.items() if k.endswith("sha256")):
         return False
     base_a, base_b = a.get("base"), b.get("base")
     if isinstance(base_a, dict) and isinstance(base_b, dict):
