@@ -404,7 +404,7 @@ class CorpusReader:
     def _check_parquet_schema(self, path: str) -> None:
         import pyarrow as pa
 
-        is_string_view = getattr(pa.types, "is_string_view", None)  # pyarrow >= 16
+        is_string_view = getattr(pa.types, "is_string_view", None)  # absent from older pyarrow
         schema = self._open_parquet(path).schema_arrow
         for key in self.config.json_keys:
             index = schema.get_field_index(key)
