@@ -298,7 +298,7 @@ def _length_buckets(lengths: torch.Tensor, length: int, multiple: int) -> List[T
 
 def _run_and_pool_layers(
     model: torch.nn.Module, gpt: torch.nn.Module, tokens: torch.Tensor, valid: torch.Tensor,
-    layer_levels: Sequence[int], need_output: bool,
+    layer_levels: Sequence[int],
 ) -> Tuple[Dict[int, torch.Tensor], Optional[torch.Tensor], bool]:
     """Run the model on ``tokens [b, s]`` and sum each row's valid positions at ``layer_levels``.
 
@@ -367,14 +367,14 @@ def pooled_level_features(
     if layer_levels or need_output:
         buckets = _length_buckets(batch["lengths"], length, multiple) if gpt.pre_process and gpt.post_process else []
         if len(buckets) <= 1:
-            layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels, need_output)
+            layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels)
         else:
             parts, outputs = [], []
             for rows, width in buckets:
                 rows = rows.to(dev)
                 sums, out, partial = _run_and_pool_layers(
                     model, gpt, tokens.index_select(0, rows)[:, :width], valid.index_select(0, rows)[:, :width],
-                    layer_levels, need_output)
+                    layer_levels)
                 parts.append(sums)
                 outputs.append(out.float().sum() * 0.0)
             order = torch.cat([rows for rows, _ in buckets]).to(dev)
@@ -665,12 +665,10 @@ def _align_loss_func(stage_loss: Optional[torch.Tensor], head_weight: torch.Tens
 
 
 def _lm_loss_func(loss_mask: torch.Tensor, scale: float, output_tensor: torch.Tensor):
-    losses = output_tensor.float()
     mask = loss_mask.float().view(-1)
-    total = torch.sum(losses.view(-1) * mask)
-    num_tokens = mask.sum().to(torch.int)
+    total = torch.sum(output_tensor.float().view(-1) * mask)
     report = torch.cat([total.detach().view(1), mask.sum().view(1)])
-    return total * scale, num_tokens, {"lm loss": report}
+    return total * scale, mask.sum().to(torch.int), {"lm loss": report}
 
 
 def _align_call_shape(batches: Sequence[Dict[str, object]], config) -> Tuple[int, int]:
@@ -799,11 +797,10 @@ def aligned_cosine_similarity(
     finally:
         gpt.train(was_training)
     labels = batch["word_labels"].to(features.device)
-    valid = labels >= 0
-    same = (labels.unsqueeze(0) == labels.unsqueeze(1)) & valid.unsqueeze(0) & valid.unsqueeze(1)
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=features.device)
-    pos = same & ~eye
-    neg = ~same & valid.unsqueeze(0) & valid.unsqueeze(1)
+    pair_valid = (labels >= 0).unsqueeze(0) & (labels >= 0).unsqueeze(1)
+    same = (labels.unsqueeze(0) == labels.unsqueeze(1)) & pair_valid
+    pos = same & ~torch.eye(labels.shape[0], dtype=torch.bool, device=features.device)
+    neg = ~same & pair_valid
     if not pos.any():
         raise ValueError("aligned_cosine_similarity: the batch holds no aligned pair")
     normed = torch.nn.functional.normalize(features, dim=-1)
