@@ -37,7 +37,7 @@ from megatron_prealign.model.prealign import (
 )
 from megatron_prealign.platform import device
 from megatron_prealign.training.config import OptimConfig
-from megatron_prealign.training.stages import ScheduleSegment, Stage, segment_index_at
+from megatron_prealign.training.stages import ScheduleSegment, Stage, _lm_segment, segment_index_at
 
 logger = logging.getLogger(__name__)
 
@@ -132,13 +132,8 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
     optimizer = get_megatron_optimizer(opt_config, model)
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
         chunk.config.grad_scale_func = optimizer.scale_loss
-    if segment is None:
-        segment = ScheduleSegment(
-            name="all", start=0, iters=train_iters, lr=cfg.lr, min_lr=cfg.min_lr,
-            warmup_iters=cfg.lr_warmup_iters,
-            decay_iters=cfg.lr_decay_iters if cfg.lr_decay_iters is not None else train_iters,
-            decay_style=cfg.lr_decay_style, warmup_init=cfg.lr_warmup_init,
-        )
+    if segment is None:  # the LM stage's schedule over the whole job
+        segment = _lm_segment("all", 0, train_iters, cfg)
     return optimizer, build_scheduler(optimizer, segment, cfg.weight_decay)
 
 

@@ -136,7 +136,6 @@ def pretrain(
         print(f" > number of parameters on (tensor, pipeline) model parallel rank "
               f"({parallel_state.get_tensor_model_parallel_rank()}, "
               f"{parallel_state.get_pipeline_model_parallel_rank()}): {n_params}", flush=True)
-    loaded = False
     if cfg.prealign.clone_perfect_init and resume_meta is None:
         if not cfg.prealign.clone_base_vocab_size:
             raise ValueError("--clone-perfect-init needs an En-Clone tokenizer (--en-clone)")
@@ -162,7 +161,6 @@ def pretrain(
                                                load_rng=cfg.checkpoint.load_rng)
         state = TrainState.from_dict(ts)
         state.iteration = it
-        loaded = True
         log_rank0(f" loaded checkpoint from {cfg.checkpoint.load} at iteration {it} "
                   f"(consumed samples {state.consumed_train_samples}, stage {state.stage or '-'})")
     if align_stream is not None and state.align:
@@ -174,9 +172,7 @@ def pretrain(
     valid_iter = build_lm_iterator(valid_ds, state.consumed_valid_samples, t.micro_batch_size, dp_rank, dp,
                                    num_workers=min(workers, 1), cyclic=True)
 
-    full_meta = dict(meta)
-    full_meta["model"] = cfg.model.to_dict()
-    full_meta["config"] = cfg.to_dict()
+    full_meta = {**meta, "model": cfg.model.to_dict(), "config": cfg.to_dict()}
     if hasattr(tokenizer, "describe"):
         full_meta["tokenizer"] = tokenizer.describe()
 
@@ -196,7 +192,7 @@ def pretrain(
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     log_rank0(f" training: {t.train_iters} iterations from {state.iteration}, global batch "
               f"{t.global_batch_size} ({num_microbatches} microbatches x {t.micro_batch_size} x dp {dp}), "
-              f"prealign mode {cfg.prealign.mode}{' (resumed)' if loaded else ''}")
+              f"prealign mode {cfg.prealign.mode}{' (resumed)' if resume_meta is not None else ''}")
 
     for chunk in model:
         chunk.train()
@@ -216,7 +212,6 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
     """Iterations until ``train_iters``, ``--exit-interval``, SIGTERM or ``--exit-duration-in-mins``."""
     from megatron.core import num_microbatches_calculator as nmc
 
-    last_grad_norm: Optional[float] = None
     exiting = False
     while state.iteration < t.train_iters and not exiting:
         stage = stage_at(state.iteration, t.train_iters, cfg.prealign)
@@ -240,7 +235,6 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
         state.stage = stage.name
         if stage.has_lm:
             state.consumed_train_samples += global_batch
-        last_grad_norm = grad_norm
         log.add_iteration(elapsed, tokens_per_iter if stage.has_lm else 0, losses, skipped)
         stage_ends = state.iteration < t.train_iters and \
             stage_at(state.iteration, t.train_iters, cfg.prealign).name != stage.name
@@ -255,7 +249,7 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
                         extra["align loss" if name == "total" else f"align loss {name}"] = value
                 extra["aligned cosine emb"] = align_stream.aligned_cosine(model[0])
             log.emit(state.iteration, state.consumed_train_samples, stage.name, scheduler.get_lr(
-                optimizer.param_groups[0]), global_batch, last_grad_norm, extra,
+                optimizer.param_groups[0]), global_batch, grad_norm, extra,
                 loss_scale=_loss_scale(optimizer), world_size=world_size)
         elif stage_ends and stage.has_align and probe is not None:
             # The end of the alignment stage is the point that matters (before the LM stage).
