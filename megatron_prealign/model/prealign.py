@@ -84,7 +84,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_parallel_region
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
-from megatron.core.utils import unwrap_model  # the GPTModel inside DDP / Float16Module
+from megatron.core.utils import get_model_config, unwrap_model
 
 from megatron_prealign.model.supcon import supcon_terms
 from megatron_prealign.model.word_batches import pad_word_batch
@@ -742,7 +742,6 @@ def forward_backward_step(
         The loss reports of all microbatches (last pipeline stage; empty elsewhere).
     """
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from megatron.core.utils import get_model_config
 
     num_align = len(align_batches)
     if num_align + num_lm_microbatches == 0:
