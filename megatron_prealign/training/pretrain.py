@@ -199,16 +199,15 @@ def pretrain(
     exit_conditions = ExitConditions(handle_signals=t.exit_signal_handler, duration_mins=t.exit_duration_in_mins,
                                      start_time=_PROCESS_START)
     with exit_conditions:
-        state = _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream,
-                            cfg.prealign.loss, tracker, state, log, save, cfg.data.seq_length,
-                            world_size, exit_conditions, segments, held, probe)
+        state = _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, tracker,
+                            state, log, save, world_size, exit_conditions, segments, held, probe)
     log.close()
     return state
 
 
-def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, loss_config, tracker,
-                state: TrainState, log: IntervalLogger, save, seq_length: int, world_size: int,
-                exit_conditions: ExitConditions, segments, held: int, probe) -> TrainState:
+def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, tracker,
+                state: TrainState, log: IntervalLogger, save, world_size: int, exit_conditions: ExitConditions,
+                segments, held: int, probe) -> TrainState:
     """Iterations until ``train_iters``, ``--exit-interval``, SIGTERM or ``--exit-duration-in-mins``."""
     from megatron.core import num_microbatches_calculator as nmc
 
@@ -223,19 +222,18 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
         nmc.update_num_microbatches(state.consumed_train_samples, consistency_check=True)
         num_microbatches = nmc.get_num_microbatches()
         global_batch = nmc.get_current_global_batch_size()
-        tokens_per_iter = global_batch * seq_length
         start = time.time()
         losses, grad_norm, skipped = train_step(
             stage, model, optimizer, scheduler, train_iter, num_microbatches,
             cfg.data.seq_length, t.micro_batch_size, align_stream,
-            num_align_microbatches=1, loss_config=loss_config, tracker=tracker,
+            num_align_microbatches=1, loss_config=cfg.prealign.loss, tracker=tracker,
         )
         elapsed = time.time() - start
         state.iteration += 1
         state.stage = stage.name
         if stage.has_lm:
             state.consumed_train_samples += global_batch
-        log.add_iteration(elapsed, tokens_per_iter if stage.has_lm else 0, losses, skipped)
+        log.add_iteration(elapsed, global_batch * cfg.data.seq_length if stage.has_lm else 0, losses, skipped)
         stage_ends = state.iteration < t.train_iters and \
             stage_at(state.iteration, t.train_iters, cfg.prealign).name != stage.name
         if state.iteration % t.log_interval == 0:
