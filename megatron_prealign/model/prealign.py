@@ -398,11 +398,10 @@ def pooled_level_features(
         else:
             (partial_sums if partial else full_sums)[level] = layer_sums[level]
     if partial_sums:
-        keys = list(partial_sums)
         reduced = reduce_from_tensor_model_parallel_region(
-            torch.stack([partial_sums[k] for k in keys]), group=parallel_state.get_tensor_model_parallel_group()
+            torch.stack(list(partial_sums.values())), group=parallel_state.get_tensor_model_parallel_group()
         )
-        full_sums.update(zip(keys, reduced.unbind(0)))
+        full_sums.update(zip(partial_sums, reduced.unbind(0)))
     if not levels:
         return torch.zeros(0, num_rows, gpt.config.hidden_size, device=dev), output
     counts = lengths.clamp(min=1).to(torch.float32)
