@@ -534,16 +534,13 @@ class LevelLossTracker:
         """
         buf = torch.cat([self._sums, self._counts]).to(platform_device())
         if dist.is_initialized() and parallel_state.model_parallel_is_initialized():
-            # Each level is recorded on exactly one pipeline rank: sum over PP.
-            pp_group = parallel_state.get_pipeline_model_parallel_group()
-            if dist.get_world_size(group=pp_group) > 1:
-                dist.all_reduce(buf, group=pp_group)
-            dp_group = parallel_state.get_data_parallel_group()
-            if dist.get_world_size(group=dp_group) > 1:
-                dist.all_reduce(buf, group=dp_group)  # counts add up too: the ratio is the DP mean
-        buf = buf.cpu()
-        n = len(self.levels)
-        sums, counts = buf[:n], buf[n:]
+            # Each level is recorded on exactly one pipeline rank: sum over PP. Over DP the counts
+            # add up too: the ratio is the DP mean.
+            for group in (parallel_state.get_pipeline_model_parallel_group(),
+                          parallel_state.get_data_parallel_group()):
+                if dist.get_world_size(group=group) > 1:
+                    dist.all_reduce(buf, group=group)
+        sums, counts = buf.cpu().chunk(2)
         out = {
             level_name(x, self.num_layers): sums[i].item() / counts[i].item()
             for i, x in enumerate(self.levels)
