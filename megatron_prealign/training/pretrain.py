@@ -12,9 +12,11 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Type
 
 import torch
+from megatron.core import num_microbatches_calculator as nmc
 from megatron.core import parallel_state
 
 from megatron_prealign.model.prealign import LevelLossTracker, resolve_levels
+from megatron_prealign.platform.compat import init_num_microbatches
 from megatron_prealign.training import checkpointing
 from megatron_prealign.training.config import PretrainConfig
 from megatron_prealign.training.data import build_lm_datasets, build_lm_iterator, lm_sample_counts
@@ -93,13 +95,9 @@ def pretrain(
     check_device_support(cfg, torch.cuda.is_available())
     if meta.get("args"):
         log_rank0(format_args_dump(meta["args"]))
-    from megatron_prealign.platform.compat import init_num_microbatches
-
     # Megatron-Core's calculator: the current global batch and microbatch count (ramp-up aware).
     init_num_microbatches(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0,
                           t.rampup_batch_size, t.global_batch_size, t.micro_batch_size, dp)
-    from megatron.core import num_microbatches_calculator as nmc
-
     num_microbatches = nmc.get_num_microbatches()
 
     # --- Startup checks that need only files -----------------------------------------------
@@ -209,8 +207,6 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
                 state: TrainState, log: IntervalLogger, save, world_size: int, exit_conditions: ExitConditions,
                 segments, held: int, probe) -> TrainState:
     """Iterations until ``train_iters``, ``--exit-interval``, SIGTERM or ``--exit-duration-in-mins``."""
-    from megatron.core import num_microbatches_calculator as nmc
-
     exiting = False
     while state.iteration < t.train_iters and not exiting:
         stage = stage_at(state.iteration, t.train_iters, cfg.prealign)
