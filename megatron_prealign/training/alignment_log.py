@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from megatron_prealign.model.alignment_metrics import alignment_stats
 from megatron_prealign.model.prealign import _output_embedding_weight
+from megatron_prealign.platform import device
 
 __all__ = ["EmbeddingAlignmentProbe"]
 
@@ -118,8 +119,6 @@ class EmbeddingAlignmentProbe:
             start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
             values[len(_NAMES):] = self._level(weight, start)
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            from megatron_prealign.platform import device
-
             buf = values.to(device())
             torch.distributed.all_reduce(buf, group=parallel_state.get_pipeline_model_parallel_group())
             values = buf.cpu()
