@@ -283,8 +283,8 @@ def _gpt2_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, wp
     return sd
 
 
-def _neox_state_dict(layers: List[_Layer], wte: torch.Tensor, final_w: torch.Tensor, final_b: torch.Tensor
-                     ) -> Dict[str, torch.Tensor]:
+def _neox_state_dict(layers: List[_Layer], wte: torch.Tensor, final_w: torch.Tensor,
+                     final_b: torch.Tensor) -> Dict[str, torch.Tensor]:
     sd: Dict[str, torch.Tensor] = {"gpt_neox.embed_in.weight": wte, "gpt_neox.final_layer_norm.weight": final_w,
                                    "gpt_neox.final_layer_norm.bias": final_b}
     for i, layer in enumerate(layers):
@@ -370,7 +370,7 @@ def build_hf_model(ckpt_dir: str, meta: Dict[str, Any], tensors: Dict[str, torch
                        ckpt_dir, padded)
     vocab = padded if keep_padded_vocab or tok_vocab is None else int(tok_vocab)
     tied = not bool(mc.get("untie_embeddings_and_output_weights", False))
-    head = t.get("output_layer.weight", required=not tied)  # tied: a copy, if any, is the same tensor
+    head = t.get("output_layer.weight", required=not tied)  # tied: any copy is the same tensor
     head = None if tied else head[:vocab]
     final_w = t.get("decoder.final_layernorm.weight")
     rms = arch == "arcee"
@@ -414,8 +414,9 @@ def build_hf_model(ckpt_dir: str, meta: Dict[str, Any], tensors: Dict[str, torch
         sd = _arcee_state_dict(layers, num_heads, wte, final_w)
     if head is not None:
         sd["lm_head.weight"] = head
-    config = config_cls(**{**dict(vocab_size=vocab, tie_word_embeddings=tied, architectures=[cls.__name__],
-                                  bos_token_id=eod, eos_token_id=eod, **fields), **(extra or {})})
+    fields.update(vocab_size=vocab, tie_word_embeddings=tied, architectures=[cls.__name__],
+                  bos_token_id=eod, eos_token_id=eod)
+    config = config_cls(**{**fields, **(extra or {})})
     config.dtype = torch_dtype
     model = _instantiate(cls, config)
     sd = {k: v.to(torch_dtype).contiguous() for k, v in sd.items()}
