@@ -55,13 +55,8 @@ def document_windows(num_tokens: int, seq_length: int) -> List[Tuple[int, int]]:
     """``(start, end)`` slices of a document of ``num_tokens`` tokens (see module docstring)."""
     if seq_length < 1:
         raise ValueError(f"seq_length must be >= 1, got {seq_length}")
-    out = []
-    start = 0
-    while start + 1 < num_tokens:
-        end = min(start + seq_length + 1, num_tokens)
-        out.append((start, end))
-        start += seq_length
-    return out
+    starts = range(0, num_tokens - 1, seq_length)
+    return [(start, min(start + seq_length + 1, num_tokens)) for start in starts]
 
 
 def iter_documents(prefix: str, max_documents: Optional[int] = None) -> Iterator[np.ndarray]:
@@ -198,11 +193,10 @@ class _Acc:
         self.words += words
 
     def to_dict(self) -> dict:
-        ppl = math.exp(self.nll / self.tokens) if self.tokens else float("nan")
-        d = {"ppl": ppl, "nll_per_token": (self.nll / self.tokens) if self.tokens else float("nan"), "tokens": self.tokens}
-        d["words"] = self.words
-        d["word_ppl"] = math.exp(self.nll / self.words) if self.words else float("nan")
-        return d
+        per_token = self.nll / self.tokens if self.tokens else float("nan")
+        per_word = self.nll / self.words if self.words else float("nan")
+        return {"ppl": math.exp(per_token), "nll_per_token": per_token, "tokens": self.tokens,
+                "words": self.words, "word_ppl": math.exp(per_word)}
 
 
 @dataclass
@@ -276,12 +270,9 @@ def evaluate_perplexity(
                 piece = nll[s:e]
                 if np.isnan(piece).any():
                     continue
-                if not is_word:
-                    acc_other.add(float(piece.sum()), e - s, 1)
-                elif tuple(int(t) for t in doc[s:e]) in seen:
-                    acc_seen.add(float(piece.sum()), e - s, 1)
-                else:
-                    acc_unseen.add(float(piece.sum()), e - s, 1)
+                acc = acc_other if not is_word else (
+                    acc_seen if tuple(int(t) for t in doc[s:e]) in seen else acc_unseen)
+                acc.add(float(piece.sum()), e - s, 1)
         if bar is not None:
             bar.update(len(pending))
         pending.clear()
