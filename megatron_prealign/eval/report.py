@@ -150,11 +150,7 @@ def aggregate_seeds(per_seed: Mapping[Any, Metrics]) -> Tuple[Metrics, Dict[str,
         mean[name], sd[name] = {}, {}
         for key in keys:
             vals = [m[name][key] for m in per_seed.values() if m.get(name, {}).get(key) is not None]
-            if not vals:
-                mean[name][key] = None
-                continue
-            mu = sum(vals) / len(vals)
-            mean[name][key] = mu
+            mean[name][key] = sum(vals) / len(vals) if vals else None
             if len(vals) > 1:
                 sd[name][key] = _sample_sd(vals)
     return mean, sd
