@@ -143,17 +143,13 @@ def segment_words(tokens: np.ndarray, word_start: np.ndarray, other: np.ndarray,
     start = 0
     n = len(tokens)
     for t in range(1, n + 1):
-        if t == n:
-            boundary = True
-        else:
-            cur, prev = int(tokens[t]), int(tokens[t - 1])
-            boundary = bool(word_start[cur]) or bool(other[cur]) or bool(other[prev])
-        if boundary:
-            if start < t:
-                ids = tokens[start:t]
-                non_word = other[ids] if space is None else (other[ids] | space[ids])
-                pieces.append((start, t, not bool(non_word.all())))
-            start = t
+        if t < n and not (word_start[tokens[t]] or other[tokens[t]] or other[tokens[t - 1]]):
+            continue  # token t continues the current piece
+        if start < t:
+            ids = tokens[start:t]
+            non_word = other[ids] if space is None else (other[ids] | space[ids])
+            pieces.append((start, t, not bool(non_word.all())))
+        start = t
     return pieces
 
 
