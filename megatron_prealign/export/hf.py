@@ -479,9 +479,7 @@ def _token_text(tokenizer_json: str, token_id: Optional[int]) -> Optional[str]:
             return added.get("content")
     vocab = (data.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
-        for text, i in vocab.items():
-            if i == token_id:
-                return text
+        return next((text for text, i in vocab.items() if i == token_id), None)
     return None
 
 
