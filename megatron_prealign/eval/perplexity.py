@@ -103,8 +103,7 @@ def token_classes(tokenizer: Any) -> Tuple[np.ndarray, np.ndarray]:
 
     ``other``: special tokens and tokens whose text (stripped) is non-empty and made only of
     punctuation/symbols; ``space``: tokens that decode to whitespace only (GPT-2 ``Ġ``/``Ċ``,
-    a lone ``▁``). A whitespace token belongs to the word it opens; a piece made only of
-    whitespace is not a word.
+    a lone ``▁``; how words treat them: module docstring).
     """
     v = int(tokenizer.vocab_size)
     other = np.zeros(v, dtype=bool)
