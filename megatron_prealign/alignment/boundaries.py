@@ -197,10 +197,9 @@ def token_surfaces(tokenizer: Any) -> List[str]:
     out: List[str] = []
     for i in range(tokenizer.vocab_size):
         try:
-            piece = tokenizer.id_to_token(i)
+            piece = tokenizer.id_to_token(i) or ""
         except Exception:  # noqa: BLE001 - an unused id: no text, never a boundary
             piece = ""
-        piece = piece or ""
         if byte_level:
             try:
                 out.append(bytes(table[c] for c in piece).decode("utf-8", errors="replace"))
