@@ -265,16 +265,9 @@ class _NameFactory:
 
 
 def _open_pool(kind: str, size: int, names: _NameFactory) -> List[Entity]:
-    out = []
-    for i in range(size):
-        if kind in ("man", "woman"):
-            forms = names.draw(2, 2, 3)
-        elif kind == "city":
-            forms = names.draw(1, 3, 3)
-        else:  # university, company, society, prize: one name word
-            forms = names.draw(1, 2, 3)
-        out.append(Entity(id=f"{kind}:{i}", type=kind, forms=forms))
-    return out
+    # (name words, min syllables, max syllables): university, company, society, prize: one word
+    shape = (2, 2, 3) if kind in ("man", "woman") else (1, 3, 3) if kind == "city" else (1, 2, 3)
+    return [Entity(id=f"{kind}:{i}", type=kind, forms=names.draw(*shape)) for i in range(size)]
 
 
 def _template_text() -> List[str]:
@@ -285,14 +278,10 @@ def _template_text() -> List[str]:
 def _closed_pool(kind: str) -> List[Entity]:
     """Closed-class entities whose English form occurs nowhere else (``tennis`` is inside ``table
     tennis``: dropped), so a string count over the knowledge text counts only its own facts."""
-    rows = CLOSED_ENTITIES[kind]
-    others = [r2["en"] for k2, rs in CLOSED_ENTITIES.items() for r2 in rs] + _template_text()
-    out = []
-    for i, r in enumerate(rows):
-        if sum(r["en"] in o for o in others) > 1:  # itself, and another entity or a template
-            continue
-        out.append(Entity(id=f"{kind}:{i}", type=kind, forms=dict(r)))
-    return out
+    others = [r2["en"] for rs in CLOSED_ENTITIES.values() for r2 in rs] + _template_text()
+    # found once in ``others``: in itself only, not in another entity or a template
+    return [Entity(id=f"{kind}:{i}", type=kind, forms=dict(r))
+            for i, r in enumerate(CLOSED_ENTITIES[kind]) if sum(r["en"] in o for o in others) == 1]
 
 
 def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], bool]] = None) -> List[Fact]:
