@@ -240,6 +240,11 @@ def build_alignment_table(
 
     entries = list(by_ids.values())
     n = len(words)
+    for s in per_lang.values():
+        s["fraction_of_kept_words"] = s["words_with_translation"] / n if n else 0.0
+        s["fraction_of_occurrences"] = (
+            s["occurrences_covered"] / total_occurrences if total_occurrences else None
+        )
     report: Dict[str, Any] = {
         "words_counted": words_counted,
         "words_kept": n,
@@ -253,16 +258,9 @@ def build_alignment_table(
         "occurrences_total": total_occurrences,
         "occurrences_kept": occurrences_kept,
         "occurrences_translated": occurrences_translated,
-        "per_language": {},
+        "per_language": per_lang,
         "dictionaries": [d.stats.to_json() for ds in dicts.values() for d in ds],
     }
-    for lang, s in per_lang.items():
-        s = dict(s)
-        s["fraction_of_kept_words"] = s["words_with_translation"] / n if n else 0.0
-        s["fraction_of_occurrences"] = (
-            s["occurrences_covered"] / total_occurrences if total_occurrences else None
-        )
-        report["per_language"][lang] = s
     table = AlignmentTable(
         languages=languages,
         entries=entries,
