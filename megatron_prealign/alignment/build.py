@@ -315,7 +315,8 @@ def build_en_clone_table(
         bare = None if word.lower() in CLITIC_WORDS else _bare_ids(tokenizer, word, ids, special)
         bare_clone = tokenizer.tokenize_clone(word.strip()) if bare else None
         translation = Translation(word, tokenizer.encode_word_clone(word), bare_clone)
-        by_ids[key] = AlignmentEntry(word, count, ids, {EN_CLONE_LANGUAGE: [translation]}, bare_ids=bare)
+        by_ids[key] = AlignmentEntry(word, count, ids, {EN_CLONE_LANGUAGE: [translation]},
+                                     bare_ids=bare)
     table = AlignmentTable(
         languages=[EN_CLONE_LANGUAGE],
         entries=list(by_ids.values()),
