@@ -124,24 +124,18 @@ def _follow(s: str) -> int:
     c = s[0]
     if c.isspace() or c in _SPLIT_CHARS or s.startswith(("..", "--")):
         return FOLLOW_YES
-    rest = s[1:]
-    if c in ".,:'":
-        if c == "'" and s in _CLITICS:
-            return FOLLOW_IF_SPACE
-        if c == "'" and rest[:1].isalnum():
-            return FOLLOW_NO  # 't, 'n, 'Brien ...
-        if not rest:
-            return FOLLOW_IF_NOT_DIGIT if c in ",:" else FOLLOW_IF_SPACE
-        r = rest[0]
-        if r.isspace() or r in _SPLIT_CHARS:
-            return FOLLOW_YES
-        if c in ",:" and not r.isdigit() and r not in ".,:'":
-            return FOLLOW_YES
+    if c not in ".,:'":
         return FOLLOW_NO
-    for clitic in _CLITICS:  # a clitic merged with what follows ('s\n)
-        if s.startswith(clitic) and len(s) > len(clitic):
-            r = s[len(clitic)]
-            return FOLLOW_YES if r.isspace() or r in _SPLIT_CHARS else FOLLOW_NO
+    rest = s[1:]
+    if c == "'" and s in _CLITICS:
+        return FOLLOW_IF_SPACE
+    if c == "'" and rest[:1].isalnum():
+        return FOLLOW_NO  # 't, 'n, 'Brien ... (a clitic merged with what follows, 's\n, too)
+    if not rest:
+        return FOLLOW_IF_NOT_DIGIT if c in ",:" else FOLLOW_IF_SPACE
+    r = rest[0]
+    if r.isspace() or r in _SPLIT_CHARS or (c in ",:" and not r.isdigit() and r not in ".,:'"):
+        return FOLLOW_YES
     return FOLLOW_NO
 
 
@@ -197,10 +191,9 @@ def token_surfaces(tokenizer: Any) -> List[str]:
     out: List[str] = []
     for i in range(tokenizer.vocab_size):
         try:
-            piece = tokenizer.id_to_token(i)
+            piece = tokenizer.id_to_token(i) or ""
         except Exception:  # noqa: BLE001 - an unused id: no text, never a boundary
             piece = ""
-        piece = piece or ""
         if byte_level:
             try:
                 out.append(bytes(table[c] for c in piece).decode("utf-8", errors="replace"))

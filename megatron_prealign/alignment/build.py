@@ -37,6 +37,7 @@ Choices (documented for users comparing against the paper):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -114,6 +115,13 @@ class AlignmentBuildConfig:
     """Language code of the source words."""
 
 
+def _bare_ids(tokenizer: Any, text: str, ids: List[int], special: frozenset) -> Optional[List[int]]:
+    """``tokenize(text)`` (no leading space) where it differs from ``ids`` and holds no special
+    token, else None."""
+    b = [int(i) for i in tokenizer.tokenize(text.strip())]
+    return b if b and b != ids and special.isdisjoint(b) else None
+
+
 def build_alignment_table(
     words: Sequence[Tuple[str, int]],
     dictionaries: Mapping[str, Union[BilingualDictionary, Sequence[BilingualDictionary]]],
@@ -147,7 +155,6 @@ def build_alignment_table(
         lang: list(d) if isinstance(d, (list, tuple)) else [d] for lang, d in dictionaries.items()
     }
     by_ids: Dict[Tuple[int, ...], AlignmentEntry] = {}
-    entries: List[AlignmentEntry] = []
     per_lang = {
         lang: {"words_with_translation": 0, "translations": 0, "identical_skipped": 0,
                "unencodable_skipped": 0, "occurrences_covered": 0}
@@ -159,22 +166,14 @@ def build_alignment_table(
     occurrences_kept = 0
     occurrences_translated = 0
     aliases_merged = 0
-    encode_cache: Dict[str, List[int]] = {}
+    case_fallbacks = 0
 
+    @functools.lru_cache(maxsize=None)
     def encode(text: str) -> List[int]:
-        ids = encode_cache.get(text)
-        if ids is None:
-            ids = [int(i) for i in tokenizer.encode_word(text)]
-            encode_cache[text] = ids
-        return ids
+        return [int(i) for i in tokenizer.encode_word(text)]
 
     def bare(text: str, ids: List[int]) -> Optional[List[int]]:
-        if not cfg.bare_forms:
-            return None
-        b = [int(i) for i in tokenizer.tokenize(text.strip())]
-        return b if b and b != ids and special.isdisjoint(b) else None
-
-    case_fallbacks = 0
+        return _bare_ids(tokenizer, text, ids, special) if cfg.bare_forms else None
 
     for word, count in words:
         occurrences_kept += count
@@ -225,7 +224,6 @@ def build_alignment_table(
             if word.lower() not in CLITIC_WORDS:
                 entry.bare_ids = bare(word, ids)
             by_ids[key] = entry
-            entries.append(entry)
             continue
         aliases_merged += 1
         existing.aliases.append(word)
@@ -240,7 +238,13 @@ def build_alignment_table(
                     have.append(t)
                     have_ids.add(tuple(t.ids))
 
+    entries = list(by_ids.values())
     n = len(words)
+    for s in per_lang.values():
+        s["fraction_of_kept_words"] = s["words_with_translation"] / n if n else 0.0
+        s["fraction_of_occurrences"] = (
+            s["occurrences_covered"] / total_occurrences if total_occurrences else None
+        )
     report: Dict[str, Any] = {
         "words_counted": words_counted,
         "words_kept": n,
@@ -254,16 +258,9 @@ def build_alignment_table(
         "occurrences_total": total_occurrences,
         "occurrences_kept": occurrences_kept,
         "occurrences_translated": occurrences_translated,
-        "per_language": {},
+        "per_language": per_lang,
         "dictionaries": [d.stats.to_json() for ds in dicts.values() for d in ds],
     }
-    for lang, s in per_lang.items():
-        s = dict(s)
-        s["fraction_of_kept_words"] = s["words_with_translation"] / n if n else 0.0
-        s["fraction_of_occurrences"] = (
-            s["occurrences_covered"] / total_occurrences if total_occurrences else None
-        )
-        report["per_language"][lang] = s
     table = AlignmentTable(
         languages=languages,
         entries=entries,
@@ -304,7 +301,6 @@ def build_en_clone_table(
     if not isinstance(tokenizer, EnCloneTokenizer):
         raise TypeError("build_en_clone_table needs an EnCloneTokenizer (use --en-clone)")
     by_ids: Dict[Tuple[int, ...], AlignmentEntry] = {}
-    entries: List[AlignmentEntry] = []
     special = frozenset(int(i) for i in tokenizer.special_ids)
     for item in words:
         word, count = (item, 0) if isinstance(item, str) else (item[0], int(item[1]))
@@ -316,19 +312,14 @@ def build_en_clone_table(
             by_ids[key].aliases.append(word)
             by_ids[key].count += count
             continue
-        clone = [int(i) for i in tokenizer.clone_ids(np.asarray(ids, dtype=np.int64))]
-        bare = [int(i) for i in tokenizer.tokenize(word.strip())]
-        bare_ok = bool(bare) and bare != ids and special.isdisjoint(bare) and word.lower() not in CLITIC_WORDS
-        bare_clone = [int(i) for i in tokenizer.clone_ids(np.asarray(bare, dtype=np.int64))] if bare_ok else None
-        entry = AlignmentEntry(
-            word, count, ids, {EN_CLONE_LANGUAGE: [Translation(word, clone, bare_clone)]},
-            bare_ids=bare if bare_ok else None,
-        )
-        by_ids[key] = entry
-        entries.append(entry)
+        bare = None if word.lower() in CLITIC_WORDS else _bare_ids(tokenizer, word, ids, special)
+        bare_clone = tokenizer.tokenize_clone(word.strip()) if bare else None
+        translation = Translation(word, tokenizer.encode_word_clone(word), bare_clone)
+        by_ids[key] = AlignmentEntry(word, count, ids, {EN_CLONE_LANGUAGE: [translation]},
+                                     bare_ids=bare)
     table = AlignmentTable(
         languages=[EN_CLONE_LANGUAGE],
-        entries=entries,
+        entries=list(by_ids.values()),
         vocab_size=tokenizer.vocab_size,
         tokenizer=tokenizer.describe(),
         meta=dict(meta or {}),

@@ -256,10 +256,9 @@ def read_dictionary(
                     continue
             if first_content and _is_header(fields, language):
                 stats.header_skipped = True
-                first_content = False
-                continue
+            else:
+                add(fields[0], [fields[1]])
             first_content = False
-            add(fields[0], [fields[1]])
     if not entries:
         example = f"; e.g. {stats.malformed_examples[0]}" if stats.malformed_examples else ""
         raise ValueError(

@@ -193,23 +193,21 @@ class AlignmentTable:
             raise ValueError(
                 f"{where}: table built for vocab_size {self.vocab_size}, tokenizer has {vocab_size}"
             )
-        for entry in self.entries:
-            if not entry.ids:
-                raise ValueError(f"{where}: word {entry.word!r} has no token ids")
-            bad = [i for i in list(entry.ids) + list(entry.bare_ids or []) if not 0 <= i < v]
+
+        def check(what: str, ids: List[int], bare_ids: Optional[List[int]]) -> None:
+            if not ids:
+                raise ValueError(f"{where}: {what} has no token ids")
+            bad = [i for i in list(ids) + list(bare_ids or []) if not 0 <= i < v]
             if bad:
-                raise ValueError(f"{where}: word {entry.word!r}: id {bad[0]} outside vocab_size {v}")
+                raise ValueError(f"{where}: {what}: id {bad[0]} outside vocab_size {v}")
+
+        for entry in self.entries:
+            check(f"word {entry.word!r}", entry.ids, entry.bare_ids)
             for lang, ts in entry.translations.items():
                 if lang not in self.languages:
                     raise ValueError(f"{where}: word {entry.word!r}: language {lang!r} not in header {self.languages}")
                 for t in ts:
-                    if not t.ids:
-                        raise ValueError(f"{where}: word {entry.word!r} ({lang} {t.text!r}) has no token ids")
-                    bad = [i for i in list(t.ids) + list(t.bare_ids or []) if not 0 <= i < v]
-                    if bad:
-                        raise ValueError(
-                            f"{where}: word {entry.word!r} ({lang} {t.text!r}): id {bad[0]} outside vocab_size {v}"
-                        )
+                    check(f"word {entry.word!r} ({lang} {t.text!r})", t.ids, t.bare_ids)
 
     def save(self, path: str) -> None:
         """Write the JSONL file under a temporary name, then rename it to ``path``."""

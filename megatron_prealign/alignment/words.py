@@ -21,6 +21,8 @@ the lower-cased form (see :mod:`megatron_prealign.alignment.build`).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 import sys
@@ -77,25 +79,14 @@ def words_of(text: str) -> List[str]:
     return out
 
 
-def _count_batch(texts: List[str]) -> Counter:
-    c: Counter = Counter()
-    for t in texts:
-        c.update(words_of(t))
-    return c
+def _count_batch(texts: List[str]) -> Tuple[Counter, int, int]:
+    """Word counts of a batch, its documents and its characters."""
+    return Counter(w for t in texts for w in words_of(t)), len(texts), sum(len(t) for t in texts)
 
 
 def _batches(docs: Iterable[str], size: int, limit: Optional[int]) -> Iterator[List[str]]:
-    batch: List[str] = []
-    n = 0
-    for d in docs:
-        if limit is not None and n >= limit:
-            break
-        batch.append(d)
-        n += 1
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    docs = iter(docs) if limit is None else itertools.islice(docs, max(limit, 0))
+    while batch := list(itertools.islice(docs, max(size, 1))):  # a size < 1 counts as 1
         yield batch
 
 
@@ -146,28 +137,19 @@ def count_words(documents: Iterable[str], config: Optional[WordCountConfig] = No
             last = now
 
     batches = _batches(documents, cfg.batch_documents, cfg.max_documents)
-    if cfg.workers <= 1:
-        for batch in batches:
-            total.update(_count_batch(batch))
-            ndocs += len(batch)
-            nchars += sum(len(t) for t in batch)
-            report()
-    else:
+    if cfg.workers > 1:
         import multiprocessing as mp
 
-        sizes: List[Tuple[int, int]] = []
-
-        def tracked() -> Iterator[List[str]]:
-            for b in batches:
-                sizes.append((len(b), sum(len(t) for t in b)))
-                yield b
-
-        with mp.get_context("spawn" if sys.platform == "darwin" else "fork").Pool(cfg.workers) as pool:
-            for i, counts in enumerate(pool.imap(_count_batch, tracked(), chunksize=1)):
-                total.update(counts)
-                ndocs += sizes[i][0]
-                nchars += sizes[i][1]
-                report()
+        pool = mp.get_context("spawn" if sys.platform == "darwin" else "fork").Pool(cfg.workers)
+        results = pool.imap(_count_batch, batches, chunksize=1)
+    else:
+        pool, results = contextlib.nullcontext(), map(_count_batch, batches)
+    with pool:
+        for counts, n, chars in results:
+            total.update(counts)
+            ndocs += n
+            nchars += chars
+            report()
     report(final=True)
     return total
 

@@ -274,7 +274,6 @@ def common_args(common: Mapping[str, Any]) -> Dict[str, Any]:
     return dict(args) if isinstance(args, dict) else {}
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Metadata and model shape
 # ---------------------------------------------------------------------------------------------

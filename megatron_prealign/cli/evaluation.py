@@ -58,23 +58,19 @@ def load_from_args(args: Any, for_training: bool = False) -> Tuple[torch.nn.Modu
         EvalLoadError, OSError, ValueError: one line naming the flag or file (a tool's
             :func:`~megatron_prealign.cli.tool.tool_main` prints it).
     """
-    tokenizer = None
     tp = int(getattr(args, "tensor_model_parallel_size", 1) or 1)
-    if tp > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if tp > 1 or world > 1:
         from megatron_prealign.platform import initialize
 
-        world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != tp:
             raise EvalLoadError(f"--tensor-model-parallel-size {tp}: launch exactly {tp} processes (WORLD_SIZE is {world})")
         initialize(tensor_model_parallel_size=tp)
-    if getattr(args, "tokenizer_type", None):
-        tokenizer = build_tokenizer_from_args(args)
+    tokenizer = build_tokenizer_from_args(args) if getattr(args, "tokenizer_type", None) else None
     return load_checkpoint_for_eval(args.load, args.iteration, tokenizer, for_training=for_training,
                                     hidden_dropout=getattr(args, "hidden_dropout", None),
                                     attention_dropout=getattr(args, "attention_dropout", None),
                                     model_config=model_flags(args))
-
-
 
 
 def load_alignment_table(path: Optional[str]) -> Any:

@@ -127,8 +127,7 @@ def from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: Dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        nested = dataclasses.is_dataclass(hints[f.name])
-        if nested:
+        if dataclasses.is_dataclass(hints[f.name]):
             kwargs[f.name] = from_args(hints[f.name], args, **given.get(f.name, {}))
         elif f.name in given:
             kwargs[f.name] = given[f.name]

@@ -151,12 +151,9 @@ def _noop_dest(flag: str) -> str:
 
 def noop_notices(args: argparse.Namespace) -> List[str]:
     """One line per no-op flag given on the command line."""
-    out = []
-    for flag, why in {**NOOP_FLAGS, **NOOP_VALUE_FLAGS}.items():
-        value = getattr(args, _noop_dest(flag), None)
-        if value not in (None, False):
-            out.append(f"notice: {flag} is accepted for Megatron-LM compatibility and has no effect ({why})")
-    return out
+    return [f"notice: {flag} is accepted for Megatron-LM compatibility and has no effect ({why})"
+            for flag, why in {**NOOP_FLAGS, **NOOP_VALUE_FLAGS}.items()
+            if getattr(args, _noop_dest(flag), None) not in (None, False)]
 
 
 def _is_number(text: str) -> bool:
@@ -280,8 +277,6 @@ def resolve_train_iters(train_samples: int, global_batch_size: int, rampup: Opti
         consumed += start + int(consumed / per_step) * incr
         iters += 1
     return iters + (train_samples - consumed) // global_batch_size  # floor division as Megatron-LM
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -322,16 +322,21 @@ class Codeswitcher:
             self._lead,
         )
 
+    def _stats(self, counts: np.ndarray, documents: int, n_in: int, n_out: int) -> CodeswitchStats:
+        """:class:`CodeswitchStats` from the engine's counts (words, eligible, drawn,
+        substituted, then one per language) and the document and token totals."""
+        return CodeswitchStats(
+            documents=documents, input_tokens=n_in, output_tokens=n_out, words=int(counts[0]),
+            eligible=int(counts[1]), drawn=int(counts[2]), substituted=int(counts[3]),
+            per_language={lang: int(c) for lang, c in zip(self.languages, counts[4:])},
+        )
+
     def applied_stats(self) -> CodeswitchStats:
         """Counts summed over every :meth:`apply` call of this object (thread-safe)."""
         with self._lock:
-            c = self._totals.copy()
+            counts = self._totals.copy()
             docs, n_in, n_out = self._docs
-        return CodeswitchStats(
-            documents=docs, input_tokens=n_in, output_tokens=n_out, words=int(c[0]), eligible=int(c[1]),
-            drawn=int(c[2]), substituted=int(c[3]),
-            per_language={lang: int(x) for lang, x in zip(self.languages, c[4:])},
-        )
+        return self._stats(counts, docs, n_in, n_out)
 
     def apply(self, tokens: np.ndarray, doc_index: int) -> Tuple[np.ndarray, np.ndarray]:
         """Codeswitch one document.
@@ -439,16 +444,8 @@ class Codeswitcher:
                 in_bin, tmp[0], tmp[2], np.ascontiguousarray(lengths), np.ascontiguousarray(index.sequence_pointers),
                 index.dtype.itemsize, int(threads), int(chunk_tokens), progress,
             )
-            stats = CodeswitchStats(
-                documents=int(lengths.size),
-                input_tokens=total_tokens,
-                output_tokens=int(new_lengths.astype(np.int64).sum()),
-                words=int(counts[0]),
-                eligible=int(counts[1]),
-                drawn=int(counts[2]),
-                substituted=int(counts[3]),
-                per_language={lang: int(c) for lang, c in zip(self.languages, counts[4:])},
-            )
+            n_out = int(new_lengths.astype(np.int64).sum())
+            stats = self._stats(counts, int(lengths.size), total_tokens, n_out)
             stats.check(self.config.ratio, in_bin)  # before the rename: nothing is written on error
             for path, dtype in ((tmp[1], index.dtype), (tmp[3], np.uint8)):
                 write_index(path, dtype, new_lengths, index.document_indices, index.sequence_modes)

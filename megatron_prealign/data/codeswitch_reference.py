@@ -16,7 +16,6 @@ _M64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
-
 def _mix64(z: int) -> int:
     z &= _M64
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64

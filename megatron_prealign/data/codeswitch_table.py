@@ -8,23 +8,15 @@ arrays) and the Python twin (:mod:`.codeswitch_reference`) are built from.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-
-
-
-def _table_entries(table: Any) -> Iterable[Any]:
-    return table.entries
 
 
 def _table_languages(table: Any) -> List[str]:
     langs = getattr(table, "languages", None)
     if langs is None:
-        found = set()
-        for entry in _table_entries(table):
-            found.update(entry.translations.keys())
-        langs = sorted(found)
+        langs = sorted({lang for entry in table.entries for lang in entry.translations})
     return list(langs)
 
 
@@ -64,7 +56,7 @@ def merged_candidates(
     special_set = frozenset(np.flatnonzero(special).tolist())
     merged: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]] = {}
     merged_bare: Dict[Tuple[int, ...], Dict[str, List[Tuple[int, ...]]]] = {}
-    for entry in _table_entries(table):
+    for entry in table.entries:
         key = tuple(map(int, entry.ids))
         _validate_ids(key, vocab_size, where, lambda: f"word {getattr(entry, 'word', None)!r}")
         _add_translations(entry, key, "ids", merged, allowed_set, vocab_size, special_set, where)
@@ -73,16 +65,14 @@ def merged_candidates(
             bare_key = tuple(map(int, bare))
             _validate_ids(bare_key, vocab_size, where, lambda: f"bare form of word {getattr(entry, 'word', None)!r}")
             _add_translations(entry, bare_key, "bare_ids", merged_bare, allowed_set, vocab_size, special_set, where)
+    # a bare form equal to some space form (SentencePiece) is not added
     for key, per_lang in merged_bare.items():
-        if key not in merged:  # a bare form equal to some space form (SentencePiece) is not added
-            merged[key] = per_lang
+        merged.setdefault(key, per_lang)
     candidates: Dict[Tuple[int, ...], List[List[Tuple[int, ...]]]] = {}
     group_langs: Dict[Tuple[int, ...], List[str]] = {}
     for key, per_lang in merged.items():
-        if not key or not per_lang:
-            continue
         langs = sorted(lang for lang, lst in per_lang.items() if lst)
-        if langs:
+        if key and langs:
             candidates[key] = [per_lang[lang] for lang in langs]
             group_langs[key] = langs
     return candidates, group_langs, allowed
@@ -149,8 +139,6 @@ def boundary_arrays(boundaries: Any, special: np.ndarray) -> Tuple[np.ndarray, n
     follow = np.where(sp, FOLLOW_YES, b.follow).astype(np.uint8)
     lead = np.where(sp, LEAD_SPACE, b.lead).astype(np.uint8)
     return opener, follow, lead
-
-
 
 
 @dataclasses.dataclass

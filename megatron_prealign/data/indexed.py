@@ -15,6 +15,7 @@ The files themselves are megatron-core's (``IndexedDatasetBuilder`` writes them,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -144,9 +145,7 @@ def check_indexed_dataset(prefix: str) -> IndexHeader:
                 bad = int(np.flatnonzero(lengths < 0)[0])
                 raise IndexedDatasetError(f"{idx_path}: corrupt index (sequence {bad} has negative length {lengths[bad]})")
             ends = np.cumsum(lengths, dtype=np.int64) * itemsize
-            starts = np.empty_like(ends)
-            starts[0] = 0
-            starts[1:] = ends[:-1]
+            starts = np.concatenate(([0], ends[:-1]))
             if not np.array_equal(starts, pointers):
                 bad = int(np.flatnonzero(starts != pointers)[0])
                 raise IndexedDatasetError(
@@ -244,15 +243,12 @@ def max_token_id(prefix: str, chunk_elements: int = 1 << 24) -> Optional[int]:
     Call :func:`check_indexed_dataset` first (the dtype comes from the ``.idx``).
     """
     header = check_indexed_dataset(prefix)
-    data = np.memmap(prefix + ".bin", mode="r", dtype=header.dtype) if os.path.getsize(prefix + ".bin") else None
-    if data is None:
+    if not os.path.getsize(prefix + ".bin"):
         return None
+    data = np.memmap(prefix + ".bin", mode="r", dtype=header.dtype)
     try:
-        best = None
-        for start in range(0, data.shape[0], chunk_elements):
-            m = int(data[start : start + chunk_elements].max())
-            best = m if best is None else max(best, m)
-        return best
+        chunks = (data[i : i + chunk_elements] for i in range(0, data.shape[0], chunk_elements))
+        return max((int(chunk.max()) for chunk in chunks), default=None)
     finally:
         del data
 
@@ -342,11 +338,9 @@ def remove_loss_mask(text_prefix: str) -> list:
     mask = loss_mask_prefix(text_prefix)
     removed = []
     for path in (mask + ".idx", mask + ".bin", mask + ".json"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path)
             removed.append(path)
-        except FileNotFoundError:
-            pass
     return removed
 
 
@@ -432,8 +426,7 @@ class IndexedDatasetWriter:
             self._builder = None
         if self._rename is not None:
             rename, self._rename = self._rename, None
-            err = RuntimeError("aborted")
-            rename.__exit__(RuntimeError, err, None)
+            rename.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def write_documents(prefix: str, documents: Iterable[Sequence[int]], dtype: Type[np.number]) -> Tuple[int, int]:

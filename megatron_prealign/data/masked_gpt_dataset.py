@@ -136,15 +136,10 @@ class MaskedGPTDataset(GPTDataset):
         doc_beg, off_beg = self.sample_index[idx]
         doc_end, off_end = self.sample_index[idx + 1]
         parts: List[np.ndarray] = []
-        if doc_beg == doc_end:
-            parts.append(
-                self.mask_dataset.get(self.document_index[doc_beg], offset=int(off_beg), length=int(off_end - off_beg + extra))
-            )
-        else:
-            for i in range(doc_beg, doc_end + 1):
-                offset = 0 if i > doc_beg else int(off_beg)
-                length = None if i < doc_end else int(off_end + extra)
-                parts.append(self.mask_dataset.get(self.document_index[i], offset=offset, length=length))
+        for i in range(doc_beg, doc_end + 1):  # the first document from off_beg, the last to off_end
+            offset = int(off_beg) if i == doc_beg else 0
+            length = int(off_end + extra) - offset if i == doc_end else None
+            parts.append(self.mask_dataset.get(self.document_index[i], offset=offset, length=length))
         want = self.config.sequence_length + extra
         have = sum(p.shape[0] for p in parts)
         if have < want:

@@ -280,15 +280,9 @@ def _tokenize_values(values: List[Any]) -> List[List[int]]:
         for i in plain:
             out[i] = tok.tokenize(values[i])
     for i, v in enumerate(values):
-        if out[i] is not None:
-            continue
-        if isinstance(v, list):
-            ids: List[int] = []
-            for sentence in v:
-                if sentence:
-                    ids.extend(tok.tokenize(sentence))
-            out[i] = ids
-        else:  # None or ""
+        if out[i] is None and isinstance(v, list):  # pre-split sentences, concatenated
+            out[i] = [t for sentence in v if sentence for t in tok.tokenize(sentence)]
+        elif out[i] is None:  # None or ""
             out[i] = []
     return out  # type: ignore[return-value]
 
@@ -308,20 +302,13 @@ def _encode_batch(batch: Tuple[List[RawRecord], float]) -> Tuple[List[_Encoded],
             decoded.append(None)
             reasons.append(str(err))
     ok = [i for i, d in enumerate(decoded) if d is not None]
-    per_key: List[List[List[int]]] = []
-    for k in range(len(keys)):
-        per_key.append(_tokenize_values([decoded[i][k] for i in ok]))  # type: ignore[index]
-    arrays: Dict[int, Tuple[Optional[np.ndarray], ...]] = {}
+    per_key = [_tokenize_values([decoded[i][k] for i in ok]) for k in range(len(keys))]
+    results: List[_Encoded] = [(None, rec.nbytes, reason) for rec, reason in zip(records, reasons)]
     for j, i in enumerate(ok):
-        arrays[i] = tuple(_to_array(per_key[k][j], records[i].where, keys[k]) for k in range(len(keys)))
+        arrays = tuple(_to_array(per_key[k][j], records[i].where, keys[k]) for k in range(len(keys)))
         for k in range(len(keys)):
             per_key[k][j] = None  # type: ignore[call-overload]  # free the Python list early
-    results: List[_Encoded] = []
-    for i, rec in enumerate(records):
-        if i in arrays:
-            results.append((arrays[i], rec.nbytes, None))
-        else:
-            results.append((None, rec.nbytes, reasons[i]))
+        results[i] = (arrays, records[i].nbytes, None)
     return results, progress
 
 
@@ -538,8 +525,8 @@ def preprocess(
     finally:
         throttle.stop()
         for pool in pool_holder:
-            if committed:
-                pool.terminate() if stats.stopped_at_max_tokens else pool.close()
+            if committed and not stats.stopped_at_max_tokens:
+                pool.close()
             else:
                 pool.terminate()
             pool.join()

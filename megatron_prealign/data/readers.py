@@ -29,7 +29,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "CorpusReader",
@@ -182,14 +182,10 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
             files.append(value)
         else:
             raise InputError(f"--input: no such file: {value}")
-    seen = set()
-    ordered = []
+    unique: Dict[str, str] = {}  # absolute path -> the first spelling given
     for path in files:
-        key = os.path.abspath(path)
-        if key not in seen:
-            seen.add(key)
-            ordered.append(path)
-    return ordered
+        unique.setdefault(os.path.abspath(path), path)
+    return list(unique.values())
 
 
 def decode_record(record: RawRecord, json_keys: Sequence[str]) -> Tuple[Any, ...]:
@@ -205,15 +201,12 @@ def decode_record(record: RawRecord, json_keys: Sequence[str]) -> Tuple[Any, ...
     """
     if record.kind == KIND_VALUES:
         return record.payload  # type: ignore[return-value]
-    if record.kind == KIND_TEXT:
-        try:
-            return (record.payload.decode("utf-8"),)  # type: ignore[union-attr]
-        except UnicodeDecodeError as err:
-            raise MalformedRecordError(f"{record.where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
     line = record.payload
-    if not line.strip():  # type: ignore[union-attr]
-        return tuple(None for _ in json_keys)
     try:
+        if record.kind == KIND_TEXT:
+            return (line.decode("utf-8"),)  # type: ignore[union-attr]
+        if not line.strip():  # type: ignore[union-attr]
+            return tuple(None for _ in json_keys)
         data = json.loads(line)
     except UnicodeDecodeError as err:
         raise MalformedRecordError(f"{record.where}: invalid UTF-8 ({err.reason} at byte {err.start})") from None
@@ -358,10 +351,7 @@ class CorpusReader:
                 read += len(line)
                 if size:
                     self._current_fraction = min(1.0, (counter.consumed if gz else read) / size)
-                if kind == KIND_TEXT:
-                    payload = line.rstrip(b"\r\n")
-                else:
-                    payload = line
+                payload = line.rstrip(b"\r\n") if kind == KIND_TEXT else line
                 yield RawRecord(kind, payload, path, lineno, len(line))
         finally:
             stream.close()
@@ -409,12 +399,12 @@ class CorpusReader:
         try:
             return pq.ParquetFile(path, buffer_size=1 << 20)
         except Exception as err:  # pyarrow raises ArrowInvalid / OSError with long messages
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"{path}: not a readable parquet file ({first})") from None
+            raise InputError(f"{path}: not a readable parquet file ({_first_line(err)})") from None
 
     def _check_parquet_schema(self, path: str) -> None:
         import pyarrow as pa
 
+        is_string_view = getattr(pa.types, "is_string_view", None)  # absent from older pyarrow
         schema = self._open_parquet(path).schema_arrow
         for key in self.config.json_keys:
             index = schema.get_field_index(key)
@@ -423,7 +413,8 @@ class CorpusReader:
                     f"--json-keys: column {key!r} not in {path} (columns: {', '.join(schema.names)})"
                 )
             typ = schema.field(index).type
-            if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or _is_string_view(typ)):
+            view = bool(is_string_view and is_string_view(typ))
+            if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or view):
                 raise InputError(f"--json-keys: column {key!r} of {path} is {typ}, not a string column")
 
     def _iter_parquet(self, path: str) -> Iterator[RawRecord]:
@@ -436,10 +427,7 @@ class CorpusReader:
         try:
             for batch in parquet.iter_batches(batch_size=self.config.parquet_batch_rows, columns=keys):
                 columns = [batch.column(k).to_pylist() for k in keys]
-                sizes = None
-                for k in keys:
-                    lengths = pc.fill_null(pc.binary_length(batch.column(k)), 0).to_numpy()
-                    sizes = lengths if sizes is None else sizes + lengths
+                sizes = sum(pc.fill_null(pc.binary_length(batch.column(k)), 0).to_numpy() for k in keys)
                 if total_rows:
                     self._current_fraction = min(1.0, (row + batch.num_rows) / total_rows)
                 for i, values in enumerate(zip(*columns)):
@@ -448,8 +436,7 @@ class CorpusReader:
         except InputError:
             raise
         except Exception as err:  # corrupt pages, truncated file
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"{path}:row {row + 1}: cannot read parquet ({first})") from None
+            raise InputError(f"{path}:row {row + 1}: cannot read parquet ({_first_line(err)})") from None
         finally:
             parquet.close()
 
@@ -473,8 +460,7 @@ def iter_documents(inputs: Sequence[str], json_keys: Sequence[str] = ("text",), 
                     yield text
 
 
-def _is_string_view(typ) -> bool:
-    import pyarrow as pa
-
-    check = getattr(pa.types, "is_string_view", None)
-    return bool(check and check(typ))
+def _first_line(err: Exception) -> str:
+    """The first line of ``err``'s message (pyarrow's are long), or its type's name if empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -5,7 +5,7 @@ Modules:
 * :mod:`.scoring` — per-token log-probabilities, sequence scores, last-token hidden states and
   greedy/sampled generation over Megatron-Core's ``GPTModel`` (vocab-parallel safe).
 * :mod:`.results` — atomic JSON results and readable tables.
-* :mod:`.runtime` — process setup (distributed + parallel state, RNG seeding, main rank).
+* :mod:`.runtime` — the main-rank check (set-up is :func:`megatron_prealign.platform.initialize`).
 * :mod:`.loading` — the one entry point that loads a checkpoint (and its tokenizer) for evaluation.
 * :mod:`.perplexity` — per-language perplexity on binarized data, split into seen/unseen words.
 * :mod:`.nli_formats` — readers for XNLI 1.0 TSV, MultiNLI JSONL and HF-style JSONL.

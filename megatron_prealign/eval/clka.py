@@ -225,12 +225,8 @@ def attach_objects(items: List[dict], facts_path: str) -> List[dict]:
     """
     if not os.path.isfile(facts_path):
         raise FileNotFoundError(f"{facts_path}: no such file (test items carry no objects)")
-    facts = {}
     with open(facts_path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                row = json.loads(line)
-                facts[row["id"]] = row
+        facts = {row["id"]: row for row in (json.loads(line) for line in fh if line.strip())}
     out = []
     for item in items:
         if item.get("objects_en"):

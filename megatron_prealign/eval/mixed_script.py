@@ -18,6 +18,8 @@ The ratio is the share of generations (not tokens) that are mixed, in percent.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -44,32 +46,21 @@ def contains_script(text: str, language: str) -> bool:
     ranges = SCRIPT_RANGES.get(language)
     if ranges is None:
         raise ValueError(f"no script detection for language {language!r} (have: {', '.join(SCRIPT_RANGES)})")
-    for ch in text:
-        cp = ord(ch)
-        for lo, hi in ranges:
-            if lo <= cp <= hi:
-                return True
-    return False
+    return any(lo <= ord(ch) <= hi for ch in text for lo, hi in ranges)
 
 
 def contains_german(text: str, german_words: Optional[Set[str]] = None) -> bool:
     """German-specific letters, or a whole word from ``german_words`` (see module docstring)."""
     if any(ch in GERMAN_LETTERS for ch in text):
         return True
-    if german_words:
-        return any(w in german_words for w in _WORD_RE.findall(text))
-    return False
+    return bool(german_words) and any(w in german_words for w in _WORD_RE.findall(text))
 
 
 def german_only_words(table) -> Set[str]:
     """German translations of an alignment table that are not also English table words."""
     english = {e.word for e in table.entries}
-    out = set()
-    for e in table.entries:
-        for t in (e.translations or {}).get("de", ()):
-            if t.text not in english:
-                out.add(t.text)
-    return out
+    return {t.text for e in table.entries for t in (e.translations or {}).get("de", ())
+            if t.text not in english}
 
 
 @dataclass
@@ -112,36 +103,28 @@ def mixed_script_ratio(
         if base_vocab_size is None:
             raise ValueError("en_clone needs the base vocabulary size (an En-Clone tokenizer)")
         method = f"any generated id >= {base_vocab_size} (En-Clone)"
-        for g in generations:
-            if any(int(t) >= base_vocab_size for t in g):
-                mixed += 1
-                if len(examples) < 5 and detokenize is not None:
-                    examples.append(detokenize(list(g)))
+        is_mixed = lambda ids: any(int(t) >= base_vocab_size for t in ids)  # noqa: E731
     else:
         if detokenize is None:
             raise ValueError(f"{language}: detection needs a detokenize function")
         if language == "de":
             method = "German letters (äöüß)" + (" or German-only alignment-table words" if german_words else "")
-            check = lambda text: contains_german(text, german_words)  # noqa: E731
+            is_mixed = lambda ids: contains_german(detokenize(ids), german_words)  # noqa: E731
         else:
             contains_script("", language)  # validates the language
             method = f"Unicode script of {language}"
-            check = lambda text: contains_script(text, language)  # noqa: E731
-        for g in generations:
-            text = detokenize(list(g))
-            if check(text):
-                mixed += 1
-                if len(examples) < 5:
-                    examples.append(text)
+            is_mixed = lambda ids: contains_script(detokenize(ids), language)  # noqa: E731
+    for g in generations:
+        if is_mixed(list(g)):
+            mixed += 1
+            if len(examples) < 5 and detokenize is not None:
+                examples.append(detokenize(list(g)))  # (decoded again: at most 5 times)
     n = len(generations)
     return MixedScriptResult(language, n, mixed, 100.0 * mixed / n if n else float("nan"), method, examples)
 
 
 def read_prompts(path: str) -> List[str]:
     """Prompts from a text file (one per line) or JSONL (``text`` or ``prompt`` field)."""
-    import json
-    import os
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     out = []

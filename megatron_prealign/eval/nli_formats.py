@@ -220,8 +220,8 @@ def read_nli(path: str, language: Optional[str] = None, strict: bool = False) ->
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file")
     lower = path.lower()
-    if lower.endswith(".tsv") or lower.endswith(".txt"):
+    if lower.endswith((".tsv", ".txt")):
         return _read_tsv(path, language, strict)
-    if lower.endswith(".jsonl") or lower.endswith(".json"):
+    if lower.endswith((".jsonl", ".json")):
         return _read_jsonl(path, language, strict)
     raise NLIFormatError(f"{path}: unknown NLI file type (expected .tsv or .jsonl)")

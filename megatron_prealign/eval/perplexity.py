@@ -55,13 +55,8 @@ def document_windows(num_tokens: int, seq_length: int) -> List[Tuple[int, int]]:
     """``(start, end)`` slices of a document of ``num_tokens`` tokens (see module docstring)."""
     if seq_length < 1:
         raise ValueError(f"seq_length must be >= 1, got {seq_length}")
-    out = []
-    start = 0
-    while start + 1 < num_tokens:
-        end = min(start + seq_length + 1, num_tokens)
-        out.append((start, end))
-        start += seq_length
-    return out
+    starts = range(0, num_tokens - 1, seq_length)
+    return [(start, min(start + seq_length + 1, num_tokens)) for start in starts]
 
 
 def iter_documents(prefix: str, max_documents: Optional[int] = None) -> Iterator[np.ndarray]:
@@ -108,8 +103,7 @@ def token_classes(tokenizer: Any) -> Tuple[np.ndarray, np.ndarray]:
 
     ``other``: special tokens and tokens whose text (stripped) is non-empty and made only of
     punctuation/symbols; ``space``: tokens that decode to whitespace only (GPT-2 ``Ġ``/``Ċ``,
-    a lone ``▁``). A whitespace token belongs to the word it opens; a piece made only of
-    whitespace is not a word.
+    a lone ``▁``; how words treat them: module docstring).
     """
     v = int(tokenizer.vocab_size)
     other = np.zeros(v, dtype=bool)
@@ -148,17 +142,13 @@ def segment_words(tokens: np.ndarray, word_start: np.ndarray, other: np.ndarray,
     start = 0
     n = len(tokens)
     for t in range(1, n + 1):
-        if t == n:
-            boundary = True
-        else:
-            cur, prev = int(tokens[t]), int(tokens[t - 1])
-            boundary = bool(word_start[cur]) or bool(other[cur]) or bool(other[prev])
-        if boundary:
-            if start < t:
-                ids = tokens[start:t]
-                non_word = other[ids] if space is None else (other[ids] | space[ids])
-                pieces.append((start, t, not bool(non_word.all())))
-            start = t
+        if t < n and not (word_start[tokens[t]] or other[tokens[t]] or other[tokens[t - 1]]):
+            continue  # token t continues the current piece
+        if start < t:
+            ids = tokens[start:t]
+            non_word = other[ids] if space is None else (other[ids] | space[ids])
+            pieces.append((start, t, not bool(non_word.all())))
+        start = t
     return pieces
 
 
@@ -198,11 +188,10 @@ class _Acc:
         self.words += words
 
     def to_dict(self) -> dict:
-        ppl = math.exp(self.nll / self.tokens) if self.tokens else float("nan")
-        d = {"ppl": ppl, "nll_per_token": (self.nll / self.tokens) if self.tokens else float("nan"), "tokens": self.tokens}
-        d["words"] = self.words
-        d["word_ppl"] = math.exp(self.nll / self.words) if self.words else float("nan")
-        return d
+        per_token = self.nll / self.tokens if self.tokens else float("nan")
+        per_word = self.nll / self.words if self.words else float("nan")
+        return {"ppl": math.exp(per_token), "nll_per_token": per_token, "tokens": self.tokens,
+                "words": self.words, "word_ppl": math.exp(per_word)}
 
 
 @dataclass
@@ -276,12 +265,9 @@ def evaluate_perplexity(
                 piece = nll[s:e]
                 if np.isnan(piece).any():
                     continue
-                if not is_word:
-                    acc_other.add(float(piece.sum()), e - s, 1)
-                elif tuple(int(t) for t in doc[s:e]) in seen:
-                    acc_seen.add(float(piece.sum()), e - s, 1)
-                else:
-                    acc_unseen.add(float(piece.sum()), e - s, 1)
+                acc = acc_other if not is_word else (
+                    acc_seen if tuple(int(t) for t in doc[s:e]) in seen else acc_unseen)
+                acc.add(float(piece.sum()), e - s, 1)
         if bar is not None:
             bar.update(len(pending))
         pending.clear()

@@ -13,6 +13,7 @@ keys of ``metrics.json``. ``tools/summarize_results.py --layout arms`` is the co
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -150,11 +151,7 @@ def aggregate_seeds(per_seed: Mapping[Any, Metrics]) -> Tuple[Metrics, Dict[str,
         mean[name], sd[name] = {}, {}
         for key in keys:
             vals = [m[name][key] for m in per_seed.values() if m.get(name, {}).get(key) is not None]
-            if not vals:
-                mean[name][key] = None
-                continue
-            mu = sum(vals) / len(vals)
-            mean[name][key] = mu
+            mean[name][key] = sum(vals) / len(vals) if vals else None
             if len(vals) > 1:
                 sd[name][key] = _sample_sd(vals)
     return mean, sd
@@ -230,16 +227,12 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-class _Cells:
-    """Formats one run's number with its error: the spread over seeds, else the run's ``*_se``."""
-
-    def __init__(self, metrics: Metrics, spread: Optional[Dict[str, Dict[str, float]]]) -> None:
-        self.metrics, self.spread = metrics, spread
-
-    def __call__(self, run: Optional[str], key: str, digits: int = 1) -> str:
-        m = self.metrics.get(run, {}) if run else {}
-        err = self.spread.get(run, {}).get(key) if self.spread is not None else m.get(f"{key}_se")
-        return _fmt(m.get(key), digits, err)
+def _cell(metrics: Metrics, spread: Optional[Dict[str, Dict[str, float]]], run: Optional[str], key: str,
+          digits: int = 1) -> str:
+    """One run's number with its error: the spread over seeds, else the run's ``*_se``."""
+    m = metrics.get(run, {}) if run else {}
+    err = spread.get(run, {}).get(key) if spread is not None else m.get(f"{key}_se")
+    return _fmt(m.get(key), digits, err)
 
 
 def report_table(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
@@ -250,7 +243,7 @@ def report_table(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[str
         layout: the runs compared.
         spread: standard deviation per run and key (several seeds); ``None``: the runs' ``*_se``.
     """
-    cell = _Cells(metrics, spread)
+    cell = functools.partial(_cell, metrics, spread)
     arms = [a for a in layout.arms if a in metrics]
     titles = [layout.title(a) for a in arms]
     paper = [layout.paper_column] if layout.paper_column is not None else []
@@ -277,7 +270,7 @@ def report_table(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[str
 def ablation_table(metrics: Metrics, layout: ArmsLayout, spread: Optional[Dict[str, Dict[str, float]]] = None) -> List[str]:
     """Markdown lines: one row per ``layout.ablation_rows`` run present in ``metrics`` (its own
     numbers and its oracle control's); ``spread`` as in :func:`report_table`."""
-    cell = _Cells(metrics, spread)
+    cell = functools.partial(_cell, metrics, spread)
     lines = [_row(["Run"] + [c[0] for c in ABLATION_COLUMNS]), "|---|" + "---|" * len(ABLATION_COLUMNS)]
     for run in [r for r in layout.ablation_rows if r in metrics]:
         cells = []

@@ -31,11 +31,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits: 
     cells: List[List[str]] = [[str(h) for h in headers]]
     cells += [[format_value(c, digits) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths)))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths))
+             for n, row in enumerate(cells)]
+    lines.insert(1, "  ".join("-" * w for w in widths))  # under the header
     return "\n".join(lines)
 
 

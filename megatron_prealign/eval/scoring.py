@@ -16,10 +16,9 @@ right; with a causal mask, padding never influences real positions.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from megatron.core import parallel_state
@@ -35,20 +34,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def causal_attention_mask(seq_len: int, device: torch.device) -> torch.Tensor:
-    """Megatron's boolean causal mask ``[1, 1, s, s]``: ``True`` marks positions *not* attended."""
-    return torch.triu(torch.ones(seq_len, seq_len, dtype=torch.bool, device=device), diagonal=1)[None, None]
-
-
-def position_ids_for(tokens: torch.Tensor) -> torch.Tensor:
-    """Positions ``0..s-1`` for every row of a ``[b, s]`` token batch."""
+def _forward(model: torch.nn.Module, tokens: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``model`` on a ``[b, s]`` batch with positions ``0..s-1`` and Megatron's boolean causal mask
+    ``[1, 1, s, s]`` (``True`` marks positions *not* attended)."""
     b, s = tokens.shape
-    return torch.arange(s, dtype=torch.long, device=tokens.device).unsqueeze(0).expand(b, s)
-
-
-def max_sequence_length(model: torch.nn.Module) -> Optional[int]:
-    """Longest sequence the model's position embedding covers (``None`` if unknown)."""
-    return getattr(model, "max_sequence_length", None)
+    positions = torch.arange(s, dtype=torch.long, device=tokens.device).unsqueeze(0).expand(b, s)
+    mask = torch.ones(s, s, dtype=torch.bool, device=tokens.device).triu(diagonal=1)[None, None]
+    return model(input_ids=tokens, position_ids=positions, attention_mask=mask, **kwargs)
 
 
 def token_logprobs(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -65,14 +57,7 @@ def token_logprobs(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor
     _check_pp()
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ValueError(f"token_logprobs needs a [batch, seq>=2] tensor, got shape {tuple(tokens.shape)}")
-    inputs = tokens[:, :-1].contiguous()
-    labels = tokens[:, 1:].contiguous()
-    loss = model(
-        input_ids=inputs,
-        position_ids=position_ids_for(inputs),
-        attention_mask=causal_attention_mask(inputs.shape[1], inputs.device),
-        labels=labels,
-    )
+    loss = _forward(model, tokens[:, :-1].contiguous(), labels=tokens[:, 1:].contiguous())
     return -loss.float()
 
 
@@ -88,27 +73,11 @@ def next_token_logits(model: torch.nn.Module, tokens: torch.Tensor, lengths: Opt
         ``[b, V_padded]`` float32 logits.
     """
     _check_pp()
-    logits = model(
-        input_ids=tokens,
-        position_ids=position_ids_for(tokens),
-        attention_mask=causal_attention_mask(tokens.shape[1], tokens.device),
-        runtime_gather_output=True,
-    )  # [b, s, V]
+    logits = _forward(model, tokens, runtime_gather_output=True)  # [b, s, V]
     if lengths is None:
         return logits[:, -1, :].float()
     idx = (lengths.to(logits.device) - 1).clamp(min=0)
     return logits[torch.arange(logits.shape[0], device=logits.device), idx, :].float()
-
-
-@contextlib.contextmanager
-def _hidden_state_output(model: torch.nn.Module) -> Iterator[None]:
-    """Make ``GPTModel.forward`` return the decoder output (after the final norm) instead of logits."""
-    old = model.post_process
-    model.post_process = False
-    try:
-        yield
-    finally:
-        model.post_process = old
 
 
 def final_hidden_states(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
@@ -116,12 +85,11 @@ def final_hidden_states(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     _check_pp()
     if getattr(model.config, "sequence_parallel", False):
         raise RuntimeError("final_hidden_states does not support sequence parallelism; evaluate with TP=1")
-    with _hidden_state_output(model):
-        hidden = model(
-            input_ids=tokens,
-            position_ids=position_ids_for(tokens),
-            attention_mask=causal_attention_mask(tokens.shape[1], tokens.device),
-        )  # [s, b, h]
+    old, model.post_process = model.post_process, False  # return the decoder output, not logits
+    try:
+        hidden = _forward(model, tokens)  # [s, b, h]
+    finally:
+        model.post_process = old
     return hidden.transpose(0, 1)
 
 
@@ -184,7 +152,7 @@ def score_sequences(
     """
     if len(contexts) != len(continuations):
         raise ValueError("contexts and continuations differ in length")
-    max_len = max_sequence_length(model)
+    max_len = getattr(model, "max_sequence_length", None)
     seqs = []
     for i, (ctx, cont) in enumerate(zip(contexts, continuations)):
         if len(ctx) < 1 or len(cont) < 1:
@@ -203,17 +171,14 @@ def score_sequences(
         starts = tqdm(starts, desc="score", unit="batch")
     for start in starts:
         idx = order[start : start + batch_size]
-        batch = [seqs[i] for i in idx]
-        tokens, _ = pad_batch(batch, pad_id, device)
+        tokens, _ = pad_batch([seqs[i] for i in idx], pad_id, device)
         if tokens.shape[1] < 2:
             tokens = torch.nn.functional.pad(tokens, (0, 1), value=pad_id)
         lp = token_logprobs(model, tokens)  # [b, s-1]
         for row, i in enumerate(idx):
-            c = len(contexts[i])
-            n = len(continuations[i])
+            c, n = len(contexts[i]), len(continuations[i])
             # Continuation tokens sit at positions c..c+n-1; their log-probs at c-1..c+n-2.
-            vals = lp[row, c - 1 : c - 1 + n]
-            results[i] = SequenceScore(logprob=float(vals.sum()), num_tokens=n)
+            results[i] = SequenceScore(logprob=float(lp[row, c - 1 : c - 1 + n].sum()), num_tokens=n)
     return results  # type: ignore[return-value]
 
 
@@ -245,7 +210,7 @@ def generate(
     Returns:
         The generated continuation ids per prompt (prompt excluded).
     """
-    max_len = max_sequence_length(model)
+    max_len = getattr(model, "max_sequence_length", None)
     device = model_device(model)
     outputs: List[List[int]] = []
     for start in range(0, len(prompts), batch_size):

@@ -102,9 +102,9 @@ def mean_aligned_similarity(model: torch.nn.Module, table, config: SimilarityCon
     """
     from megatron_prealign.model.alignment_metrics import alignment_stats
     from megatron_prealign.model.prealign import (
-        _output_embedding_weight, level_name, pooled_level_features, resolve_levels, stage_levels)
+        _output_embedding_weight, aligned_cosine_similarity, level_name, pooled_level_features,
+        resolve_levels, stage_levels)
     from megatron.core.utils import unwrap_model
-    from megatron_prealign.model.prealign import aligned_cosine_similarity
     from megatron_prealign.model.word_batches import WordBatchConfig, WordBatchSampler
 
     sampler = WordBatchSampler(table, WordBatchConfig(

@@ -212,10 +212,8 @@ def finetune(classifier: NLIClassifier, train: Sequence[NLIExample], encode: Cal
                 bar.update(1)
                 bar.set_postfix(loss=f"{running / count:.4f}")
             if config.eval_every and step % config.eval_every == 0 and dev:
-                check_dev(epoch, running / count)
-                classifier.train()
+                check_dev(epoch, running / count)  # (evaluate restores train mode)
         check_dev(epoch, running / max(count, 1))
-        classifier.train()
     if bar is not None:
         bar.close()
     if best_state is not None:

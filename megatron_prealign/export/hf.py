@@ -236,7 +236,7 @@ _LAYER_TENSORS = {
 """A layer's tensors: ``_Layer`` field prefix -> names (``{}`` = weight/bias; TE name first)."""
 
 
-def _read_layers(t: _Tensors, hidden: int, num_heads: int, norm_bias: bool = True) -> List[_Layer]:
+def _read_layers(t: _Tensors, hidden: int, norm_bias: bool = True) -> List[_Layer]:
     layers = []
     for i in range(t.num_layers):
         parts = {}
@@ -263,8 +263,7 @@ def _opt(bias: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
 
 
 def _gpt2_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, wpe: torch.Tensor,
-                     final_w: torch.Tensor, final_b: torch.Tensor, head: Optional[torch.Tensor]
-                     ) -> Dict[str, torch.Tensor]:
+                     final_w: torch.Tensor, final_b: torch.Tensor) -> Dict[str, torch.Tensor]:
     sd: Dict[str, torch.Tensor] = {"transformer.wte.weight": wte, "transformer.wpe.weight": wpe,
                                    "transformer.ln_f.weight": final_w, "transformer.ln_f.bias": final_b}
     for i, layer in enumerate(layers):
@@ -281,13 +280,11 @@ def _gpt2_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, wp
             p + "mlp.c_fc.weight": layer.fc1_w.t(), p + "mlp.c_fc.bias": layer.fc1_b,
             p + "mlp.c_proj.weight": layer.fc2_w.t(), p + "mlp.c_proj.bias": layer.fc2_b,
         })
-    if head is not None:
-        sd["lm_head.weight"] = head
     return sd
 
 
-def _neox_state_dict(layers: List[_Layer], wte: torch.Tensor, final_w: torch.Tensor, final_b: torch.Tensor,
-                     head: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _neox_state_dict(layers: List[_Layer], wte: torch.Tensor, final_w: torch.Tensor,
+                     final_b: torch.Tensor) -> Dict[str, torch.Tensor]:
     sd: Dict[str, torch.Tensor] = {"gpt_neox.embed_in.weight": wte, "gpt_neox.final_layer_norm.weight": final_w,
                                    "gpt_neox.final_layer_norm.bias": final_b}
     for i, layer in enumerate(layers):
@@ -302,13 +299,11 @@ def _neox_state_dict(layers: List[_Layer], wte: torch.Tensor, final_w: torch.Ten
             p + "mlp.dense_h_to_4h.weight": layer.fc1_w, p + "mlp.dense_h_to_4h.bias": layer.fc1_b,
             p + "mlp.dense_4h_to_h.weight": layer.fc2_w, p + "mlp.dense_4h_to_h.bias": layer.fc2_b,
         })
-    if head is not None:
-        sd["lm_head.weight"] = head
     return sd
 
 
-def _arcee_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, final_w: torch.Tensor,
-                      head: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+def _arcee_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, final_w: torch.Tensor
+                      ) -> Dict[str, torch.Tensor]:
     sd: Dict[str, torch.Tensor] = {"model.embed_tokens.weight": wte, "model.norm.weight": final_w}
     for i, layer in enumerate(layers):
         p = f"model.layers.{i}."
@@ -324,8 +319,6 @@ def _arcee_state_dict(layers: List[_Layer], num_heads: int, wte: torch.Tensor, f
             p + "mlp.up_proj.weight": layer.fc1_w, p + "mlp.up_proj.bias": layer.fc1_b,
             p + "mlp.down_proj.weight": layer.fc2_w, p + "mlp.down_proj.bias": layer.fc2_b,
         })
-    if head is not None:
-        sd["lm_head.weight"] = head
     return sd
 
 
@@ -372,23 +365,17 @@ def build_hf_model(ckpt_dir: str, meta: Dict[str, Any], tensors: Dict[str, torch
     tok_vocab = tok.get("vocab_size")
     if tok_vocab is not None and int(tok_vocab) > padded:
         raise ExportError(f"{ckpt_dir}: tokenizer vocab_size {tok_vocab} exceeds the model's vocabulary {padded}")
-    if keep_padded_vocab or tok_vocab is None:
-        if tok_vocab is None and not keep_padded_vocab:
-            logger.warning("%s: checkpoint records no tokenizer vocab_size; keeping the padded vocabulary %d",
-                           ckpt_dir, padded)
-        vocab = padded
-    else:
-        vocab = int(tok_vocab)
+    if tok_vocab is None and not keep_padded_vocab:
+        logger.warning("%s: checkpoint records no tokenizer vocab_size; keeping the padded vocabulary %d",
+                       ckpt_dir, padded)
+    vocab = padded if keep_padded_vocab or tok_vocab is None else int(tok_vocab)
     tied = not bool(mc.get("untie_embeddings_and_output_weights", False))
-    head = None
-    if tied:
-        t.get("output_layer.weight", required=False)  # a tied copy, if any, is the same tensor
-    else:
-        head = t.get("output_layer.weight")[:vocab]
+    head = t.get("output_layer.weight", required=not tied)  # tied: any copy is the same tensor
+    head = None if tied else head[:vocab]
     final_w = t.get("decoder.final_layernorm.weight")
     rms = arch == "arcee"
     final_b = None if rms else _opt(t.get("decoder.final_layernorm.bias", required=False), final_w)
-    layers = _read_layers(t, hidden, num_heads, norm_bias=not rms)
+    layers = _read_layers(t, hidden, norm_bias=not rms)
     ffn = int(layers[0].fc1_w.shape[0]) if layers else int(mc.get("ffn_hidden_size") or 4 * hidden)
     wpe = t.get("embedding.position_embeddings.weight") if arch == "gpt2" else None
     t.check_all_used()
@@ -399,36 +386,37 @@ def build_hf_model(ckpt_dir: str, meta: Dict[str, Any], tensors: Dict[str, torch
         raise ExportError(f"--dtype {dtype!r}: choose auto, " + ", ".join(DTYPES))
     eod = tok.get("eod")
     eod = int(eod) if eod is not None and int(eod) < vocab else None
-    special = {"bos_token_id": eod, "eos_token_id": eod}
     wte = wte[:vocab]
     if arch == "gpt2":
-        config = transformers.GPT2Config(**{**dict(
-            vocab_size=vocab, n_positions=int(wpe.shape[0]), n_embd=hidden, n_layer=num_layers, n_head=num_heads,
+        config_cls, cls = transformers.GPT2Config, transformers.GPT2LMHeadModel
+        fields = dict(
+            n_positions=int(wpe.shape[0]), n_embd=hidden, n_layer=num_layers, n_head=num_heads,
             n_inner=ffn, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            layer_norm_epsilon=eps, tie_word_embeddings=tied, scale_attn_weights=True,
-            architectures=["GPT2LMHeadModel"], **special), **(extra or {})})
-        cls = transformers.GPT2LMHeadModel
-        sd = _gpt2_state_dict(layers, num_heads, wte, wpe, final_w, final_b, head)
+            layer_norm_epsilon=eps, scale_attn_weights=True)
+        sd = _gpt2_state_dict(layers, num_heads, wte, wpe, final_w, final_b)
     elif arch == "gpt_neox":
-        config = transformers.GPTNeoXConfig(**{**dict(
-            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        config_cls, cls = transformers.GPTNeoXConfig, transformers.GPTNeoXForCausalLM
+        fields = dict(
+            hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=num_heads,
             intermediate_size=ffn, hidden_act="gelu", attention_dropout=0.0, hidden_dropout=0.0,
-            max_position_embeddings=int(mc["max_sequence_length"]), layer_norm_eps=eps, tie_word_embeddings=tied,
+            max_position_embeddings=int(mc["max_sequence_length"]), layer_norm_eps=eps,
             use_parallel_residual=False, attention_bias=True,
-            rope_parameters={"rope_type": "default", "rope_theta": DEFAULT_ROPE_BASE, "partial_rotary_factor": 1.0},
-            architectures=["GPTNeoXForCausalLM"], **special), **(extra or {})})
-        cls = transformers.GPTNeoXForCausalLM
-        sd = _neox_state_dict(layers, wte, final_w, final_b, head)
+            rope_parameters={"rope_type": "default", "rope_theta": DEFAULT_ROPE_BASE, "partial_rotary_factor": 1.0})
+        sd = _neox_state_dict(layers, wte, final_w, final_b)
     else:
-        config = transformers.ArceeConfig(**{**dict(
-            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        config_cls, cls = transformers.ArceeConfig, transformers.ArceeForCausalLM
+        fields = dict(
+            hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=num_heads,
             num_key_value_heads=num_heads, head_dim=hidden // num_heads, intermediate_size=ffn, hidden_act="gelu",
-            max_position_embeddings=int(mc["max_sequence_length"]), rms_norm_eps=eps, tie_word_embeddings=tied,
+            max_position_embeddings=int(mc["max_sequence_length"]), rms_norm_eps=eps,
             attention_bias=True, mlp_bias=True, attention_dropout=0.0,
-            rope_parameters={"rope_type": "default", "rope_theta": DEFAULT_ROPE_BASE},
-            architectures=["ArceeForCausalLM"], **special), **(extra or {})})
-        cls = transformers.ArceeForCausalLM
-        sd = _arcee_state_dict(layers, num_heads, wte, final_w, head)
+            rope_parameters={"rope_type": "default", "rope_theta": DEFAULT_ROPE_BASE})
+        sd = _arcee_state_dict(layers, num_heads, wte, final_w)
+    if head is not None:
+        sd["lm_head.weight"] = head
+    fields.update(vocab_size=vocab, tie_word_embeddings=tied, architectures=[cls.__name__],
+                  bos_token_id=eod, eos_token_id=eod)
+    config = config_cls(**{**fields, **(extra or {})})
     config.dtype = torch_dtype
     model = _instantiate(cls, config)
     sd = {k: v.to(torch_dtype).contiguous() for k, v in sd.items()}
@@ -491,9 +479,7 @@ def _token_text(tokenizer_json: str, token_id: Optional[int]) -> Optional[str]:
             return added.get("content")
     vocab = (data.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
-        for text, i in vocab.items():
-            if i == token_id:
-                return text
+        return next((text for text, i in vocab.items() if i == token_id), None)
     return None
 
 
@@ -520,12 +506,10 @@ def write_tokenizer_files(tok: Dict[str, Any], out_dir: str, model_max_length: i
                 config = json.load(f)
         config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
         config.setdefault("model_max_length", model_max_length)
-        eos = _token_text(src, tok.get("eod"))
-        if eos is not None:
-            config.setdefault("eos_token", eos)
-        pad = _token_text(src, tok.get("pad"))
-        if pad is not None:
-            config.setdefault("pad_token", pad)
+        for key, token_id in (("eos_token", tok.get("eod")), ("pad_token", tok.get("pad"))):
+            text = _token_text(src, token_id)
+            if text is not None:
+                config.setdefault(key, text)
     else:
         logger.warning("%s: tokenizer %s has no Hugging Face equivalent; no tokenizer files written", where, kind)
         return None
@@ -564,8 +548,7 @@ def _check_output(cfg: HFExportConfig, output: str, ckpt_dir: str) -> None:
                 f"--output {cfg.output} exists and is not a previous export (no {EXPORT_SENTINEL} in it); "
                 f"--overwrite only replaces exports, refusing to delete it"
             )
-    parent = os.path.dirname(output)
-    existing = parent
+    existing = os.path.dirname(output)
     while existing and not os.path.isdir(existing):
         existing = os.path.dirname(existing)
     if existing and not os.access(existing, os.W_OK | os.X_OK):

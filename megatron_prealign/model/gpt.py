@@ -21,6 +21,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from megatron_prealign.platform import device
 from megatron_prealign.platform.compat import get_num_layers_to_build
 
 logger = logging.getLogger(__name__)
@@ -122,7 +123,6 @@ def transformer_engine_available() -> bool:
 def apex_available() -> bool:
     """Whether NVIDIA apex's fused layer norm is importable."""
     try:
-        import apex  # noqa: F401
         from apex.normalization import FusedLayerNorm  # noqa: F401
     except Exception:
         return False
@@ -232,6 +232,4 @@ def build_gpt_model(
         share_embeddings_and_output_weights=not cfg.untie_embeddings_and_output_weights,
         position_embedding_type=cfg.position_embedding_type,
     )
-    from megatron_prealign.platform import device
-
     return model.to(device())

@@ -84,7 +84,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel.mappings import reduce_from_tensor_model_parallel_region
 from megatron.core.transformer.moe.moe_utils import MoEAuxLossAutoScaler
-from megatron.core.utils import unwrap_model  # the GPTModel inside DDP / Float16Module
+from megatron.core.utils import get_model_config, unwrap_model
 
 from megatron_prealign.model.supcon import supcon_terms
 from megatron_prealign.model.word_batches import pad_word_batch
@@ -298,7 +298,7 @@ def _length_buckets(lengths: torch.Tensor, length: int, multiple: int) -> List[T
 
 def _run_and_pool_layers(
     model: torch.nn.Module, gpt: torch.nn.Module, tokens: torch.Tensor, valid: torch.Tensor,
-    layer_levels: Sequence[int], need_output: bool,
+    layer_levels: Sequence[int],
 ) -> Tuple[Dict[int, torch.Tensor], Optional[torch.Tensor], bool]:
     """Run the model on ``tokens [b, s]`` and sum each row's valid positions at ``layer_levels``.
 
@@ -367,14 +367,14 @@ def pooled_level_features(
     if layer_levels or need_output:
         buckets = _length_buckets(batch["lengths"], length, multiple) if gpt.pre_process and gpt.post_process else []
         if len(buckets) <= 1:
-            layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels, need_output)
+            layer_sums, output, partial = _run_and_pool_layers(model, gpt, tokens, valid, layer_levels)
         else:
             parts, outputs = [], []
             for rows, width in buckets:
                 rows = rows.to(dev)
                 sums, out, partial = _run_and_pool_layers(
                     model, gpt, tokens.index_select(0, rows)[:, :width], valid.index_select(0, rows)[:, :width],
-                    layer_levels, need_output)
+                    layer_levels)
                 parts.append(sums)
                 outputs.append(out.float().sum() * 0.0)
             order = torch.cat([rows for rows, _ in buckets]).to(dev)
@@ -398,11 +398,10 @@ def pooled_level_features(
         else:
             (partial_sums if partial else full_sums)[level] = layer_sums[level]
     if partial_sums:
-        keys = list(partial_sums)
         reduced = reduce_from_tensor_model_parallel_region(
-            torch.stack([partial_sums[k] for k in keys]), group=parallel_state.get_tensor_model_parallel_group()
+            torch.stack(list(partial_sums.values())), group=parallel_state.get_tensor_model_parallel_group()
         )
-        full_sums.update(zip(keys, reduced.unbind(0)))
+        full_sums.update(zip(partial_sums, reduced.unbind(0)))
     if not levels:
         return torch.zeros(0, num_rows, gpt.config.hidden_size, device=dev), output
     counts = lengths.clamp(min=1).to(torch.float32)
@@ -535,16 +534,13 @@ class LevelLossTracker:
         """
         buf = torch.cat([self._sums, self._counts]).to(platform_device())
         if dist.is_initialized() and parallel_state.model_parallel_is_initialized():
-            # Each level is recorded on exactly one pipeline rank: sum over PP.
-            pp_group = parallel_state.get_pipeline_model_parallel_group()
-            if dist.get_world_size(group=pp_group) > 1:
-                dist.all_reduce(buf, group=pp_group)
-            dp_group = parallel_state.get_data_parallel_group()
-            if dist.get_world_size(group=dp_group) > 1:
-                dist.all_reduce(buf, group=dp_group)  # counts add up too: the ratio is the DP mean
-        buf = buf.cpu()
-        n = len(self.levels)
-        sums, counts = buf[:n], buf[n:]
+            # Each level is recorded on exactly one pipeline rank: sum over PP. Over DP the counts
+            # add up too: the ratio is the DP mean.
+            for group in (parallel_state.get_pipeline_model_parallel_group(),
+                          parallel_state.get_data_parallel_group()):
+                if dist.get_world_size(group=group) > 1:
+                    dist.all_reduce(buf, group=group)
+        sums, counts = buf.cpu().chunk(2)
         out = {
             level_name(x, self.num_layers): sums[i].item() / counts[i].item()
             for i, x in enumerate(self.levels)
@@ -665,12 +661,10 @@ def _align_loss_func(stage_loss: Optional[torch.Tensor], head_weight: torch.Tens
 
 
 def _lm_loss_func(loss_mask: torch.Tensor, scale: float, output_tensor: torch.Tensor):
-    losses = output_tensor.float()
     mask = loss_mask.float().view(-1)
-    total = torch.sum(losses.view(-1) * mask)
-    num_tokens = mask.sum().to(torch.int)
+    total = torch.sum(output_tensor.float().view(-1) * mask)
     report = torch.cat([total.detach().view(1), mask.sum().view(1)])
-    return total * scale, num_tokens, {"lm loss": report}
+    return total * scale, mask.sum().to(torch.int), {"lm loss": report}
 
 
 def _align_call_shape(batches: Sequence[Dict[str, object]], config) -> Tuple[int, int]:
@@ -744,7 +738,6 @@ def forward_backward_step(
         The loss reports of all microbatches (last pipeline stage; empty elsewhere).
     """
     from megatron.core.pipeline_parallel import get_forward_backward_func
-    from megatron.core.utils import get_model_config
 
     num_align = len(align_batches)
     if num_align + num_lm_microbatches == 0:
@@ -799,11 +792,10 @@ def aligned_cosine_similarity(
     finally:
         gpt.train(was_training)
     labels = batch["word_labels"].to(features.device)
-    valid = labels >= 0
-    same = (labels.unsqueeze(0) == labels.unsqueeze(1)) & valid.unsqueeze(0) & valid.unsqueeze(1)
-    eye = torch.eye(labels.shape[0], dtype=torch.bool, device=features.device)
-    pos = same & ~eye
-    neg = ~same & valid.unsqueeze(0) & valid.unsqueeze(1)
+    pair_valid = (labels >= 0).unsqueeze(0) & (labels >= 0).unsqueeze(1)
+    same = (labels.unsqueeze(0) == labels.unsqueeze(1)) & pair_valid
+    pos = same & ~torch.eye(labels.shape[0], dtype=torch.bool, device=features.device)
+    neg = ~same & pair_valid
     if not pos.any():
         raise ValueError("aligned_cosine_similarity: the batch holds no aligned pair")
     normed = torch.nn.functional.normalize(features, dim=-1)

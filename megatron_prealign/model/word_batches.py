@@ -27,6 +27,7 @@ never draw the same word in one step and a restart at any index reproduces the s
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -178,28 +179,24 @@ class WordBatchSampler:
         """Source words that can form a positive pair (have >= 1 usable translation)."""
         return int(self._eligible.size)
 
-    def _has_pair(self, entry) -> bool:
-        """Whether ``entry``'s group has at least two usable rows (cheap: no row is built)."""
+    def _usable_ids(self, entry) -> Iterator[Sequence[int]]:
+        """The token ids of ``entry``'s group that fit a row: source (if included), then
+        translations, in table order."""
         limit = self.config.seq_length
-        found = int(self.config.include_source and 0 < len(entry.ids) <= limit)
-        for lang in self.languages:
-            for translation in entry.translations.get(lang, ()):
-                found += 0 < len(translation.ids) <= limit
-                if found >= 2:
-                    return True
-        return False
-
-    def _rows(self, entry) -> List[Tuple[int, ...]]:
-        """The group of ``entry``: source ids (if included) then translations, in table order."""
-        limit = self.config.seq_length
-        rows: List[Tuple[int, ...]] = []
         if self.config.include_source and 0 < len(entry.ids) <= limit:
-            rows.append(tuple(int(t) for t in entry.ids))
+            yield entry.ids
         for lang in self.languages:
             for translation in entry.translations.get(lang, ()):
                 if 0 < len(translation.ids) <= limit:
-                    rows.append(tuple(int(t) for t in translation.ids))
-        return rows
+                    yield translation.ids
+
+    def _has_pair(self, entry) -> bool:
+        """Whether ``entry``'s group has at least two usable rows (cheap: no row is built)."""
+        return len(list(itertools.islice(self._usable_ids(entry), 2))) == 2
+
+    def _rows(self, entry) -> List[Tuple[int, ...]]:
+        """The group of ``entry``: source ids (if included) then translations, in table order."""
+        return [tuple(int(t) for t in ids) for ids in self._usable_ids(entry)]
 
     def _order(self, epoch: int) -> np.ndarray:
         order = self._orders.get(epoch)
@@ -232,9 +229,8 @@ class WordBatchSampler:
                 rng = np.random.default_rng([cfg.seed, index, self.dp_rank, entry_index])
                 keep = np.sort(rng.choice(len(tail), cfg.max_translations_per_word, replace=False))
                 tail = [tail[i] for i in keep]
-            for ids in head + tail:
-                words.append(ids)
-                labels.append(entry_index)
+            words += head + tail
+            labels += [entry_index] * len(head + tail)
         batch = word_rows(words, labels, pad_id=cfg.pad_id)
         if torch.unique(batch["word_labels"]).numel() == len(words):  # eligible entries make this impossible
             raise ValueError(f"pre-alignment microbatch {index} (dp rank {self.dp_rank}) holds no positive pair")
@@ -242,7 +238,5 @@ class WordBatchSampler:
 
     def iterator(self, start: int = 0) -> Iterator[Dict[str, object]]:
         """Microbatches ``start, start + 1, ...`` (for a Megatron data iterator)."""
-        index = start
-        while True:
+        for index in itertools.count(start):
             yield self.microbatch(index)
-            index += 1

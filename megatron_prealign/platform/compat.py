@@ -20,6 +20,7 @@ this was written — ``tests/test_compat_mcore_newer.py`` re-checks whatever is 
 from __future__ import annotations
 
 import importlib.util
+import re
 from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
@@ -39,17 +40,10 @@ SUPPORTED_RANGE = ("0.16.1", "0.21.0")
 
 
 def _parse(version: str) -> Tuple[int, int, int]:
-    parts = []
-    for piece in version.split(".")[:3]:
-        digits = ""
-        for ch in piece:  # "0rc1" -> 0: stop at the first non-digit
-            if not ch.isdigit():
-                break
-            digits += ch
-        parts.append(int(digits) if digits else 0)
-    while len(parts) < 3:
-        parts.append(0)
-    return tuple(parts)  # type: ignore[return-value]
+    # the leading digits of each of the first three pieces ("0rc1" -> 0), missing ones 0
+    parts = [int(m.group()) if (m := re.match(r"\d+", piece)) else 0
+             for piece in version.split(".")[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
 
 
 @lru_cache(maxsize=None)

@@ -57,7 +57,8 @@ def init_distributed(timeout_minutes: float = 10.0) -> torch.device:
     if torch.distributed.is_initialized():
         return dev
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
         # a 1-process run outside torchrun: a free port, so two tools at once do not collide
         from megatron_prealign.platform.process import ensure_master_port
 
@@ -65,7 +66,6 @@ def init_distributed(timeout_minutes: float = 10.0) -> torch.device:
     else:
         os.environ.setdefault("MASTER_PORT", "29500")
     rank = int(os.environ.get("RANK", "0"))
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     backend = "nccl" if dev.type == "cuda" else "gloo"
     torch.distributed.init_process_group(
         backend=backend,

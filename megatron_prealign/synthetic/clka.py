@@ -28,8 +28,6 @@ Everything is deterministic for a seed. The scoring is :mod:`megatron_prealign.e
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -131,9 +129,7 @@ class CLKAConfig:
     letter off as a single character."""
 
 
-def _relation_by_pid() -> Dict[str, Relation]:
-    return {r.pid: r for r in RELATIONS}
-
+_BY_PID: Dict[str, Relation] = {r.pid: r for r in RELATIONS}
 
 
 _LAT_RU = dict(zip("abcdefghijklmnopqrstuvwxyz", ["а", "б", "к", "д", "е", "ф", "г", "х", "и", "й", "к", "л", "м", "н", "о",
@@ -167,13 +163,9 @@ def render_latin_word(word: str, language: str, capitalize: bool = True) -> str:
     if language == "zh":
         out = []
         for chunk in re.findall(r"[^aeiou]*[aeiou]+|[^aeiou]+$", word):
-            vowels = [c for c in chunk if c in VOWELS]
-            cons = chunk[0] if chunk[0] not in VOWELS else None
-            v = VOWELS.index(vowels[0]) if vowels else VOWELS.index("u")
-            if cons is None:
-                out.append(_ZH_VOWEL_ONLY[v])
-            else:
-                out.append(_ZH[_ZH_NEAR.get(cons, cons)][v])
+            v = VOWELS.index(next((c for c in chunk if c in VOWELS), "u"))
+            cons = chunk[0]
+            out.append(_ZH_VOWEL_ONLY[v] if cons in VOWELS else _ZH[_ZH_NEAR.get(cons, cons)][v])
         return "".join(out)
     raise ValueError(f"no name rendering for language {language!r} (have: {', '.join(LANGUAGES)})")
 
@@ -273,16 +265,9 @@ class _NameFactory:
 
 
 def _open_pool(kind: str, size: int, names: _NameFactory) -> List[Entity]:
-    out = []
-    for i in range(size):
-        if kind in ("man", "woman"):
-            forms = names.draw(2, 2, 3)
-        elif kind == "city":
-            forms = names.draw(1, 3, 3)
-        else:  # university, company, society, prize: one name word
-            forms = names.draw(1, 2, 3)
-        out.append(Entity(id=f"{kind}:{i}", type=kind, forms=forms))
-    return out
+    # (name words, min syllables, max syllables): university, company, society, prize: one word
+    shape = (2, 2, 3) if kind in ("man", "woman") else (1, 3, 3) if kind == "city" else (1, 2, 3)
+    return [Entity(id=f"{kind}:{i}", type=kind, forms=names.draw(*shape)) for i in range(size)]
 
 
 def _template_text() -> List[str]:
@@ -293,14 +278,10 @@ def _template_text() -> List[str]:
 def _closed_pool(kind: str) -> List[Entity]:
     """Closed-class entities whose English form occurs nowhere else (``tennis`` is inside ``table
     tennis``: dropped), so a string count over the knowledge text counts only its own facts."""
-    rows = CLOSED_ENTITIES[kind]
-    others = [r2["en"] for k2, rs in CLOSED_ENTITIES.items() for r2 in rs] + _template_text()
-    out = []
-    for i, r in enumerate(rows):
-        if sum(r["en"] in o for o in others) > 1 or any(r["en"] in t for t in _template_text()):
-            continue
-        out.append(Entity(id=f"{kind}:{i}", type=kind, forms=dict(r)))
-    return out
+    others = [r2["en"] for rs in CLOSED_ENTITIES.values() for r2 in rs] + _template_text()
+    # found once in ``others``: in itself only, not in another entity or a template
+    return [Entity(id=f"{kind}:{i}", type=kind, forms=dict(r))
+            for i, r in enumerate(CLOSED_ENTITIES[kind]) if sum(r["en"] in o for o in others) == 1]
 
 
 def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], bool]] = None) -> List[Fact]:
@@ -324,11 +305,10 @@ def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], boo
             of the block size, or fewer than one group of entities for a relation's object type.
     """
     rng = random.Random(config.seed)
-    by_pid = _relation_by_pid()
     pids = list(config.relations) if config.relations else [r.pid for r in RELATIONS]
-    unknown = [p for p in pids if p not in by_pid]
+    unknown = [p for p in pids if p not in _BY_PID]
     if unknown:
-        raise ValueError(f"unknown CLKA relation id(s) {', '.join(unknown)} (have: {', '.join(by_pid)})")
+        raise ValueError(f"unknown CLKA relation id(s) {', '.join(unknown)} (have: {', '.join(_BY_PID)})")
     if not config.frequencies or any(f < 1 for f in config.frequencies):
         raise ValueError(f"frequencies must be positive integers, got {config.frequencies}")
     block = 1 + config.num_distractors
@@ -337,9 +317,8 @@ def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], boo
     closed = {kind: _closed_pool(kind) for kind in CLOSED_ENTITIES}
     reserved = [e.forms["en"] for es in closed.values() for e in es] + _template_text()
     names = _NameFactory(rng, config.name_pieces, config.capitalize_names, reserved, accept_name)
-    pools: Dict[str, List[Entity]] = {}
-    for kind in ("man", "woman", "city", "university", "company", "society", "prize"):
-        pools[kind] = _open_pool(kind, config.object_pool_size, names)
+    pools = {kind: _open_pool(kind, config.object_pool_size, names)
+             for kind in ("man", "woman", "city", "university", "company", "society", "prize")}
     pools.update(closed)
     groups: Dict[str, List[List[Entity]]] = {}
     for kind, pool in pools.items():
@@ -348,7 +327,7 @@ def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], boo
         groups[kind] = [order[i:i + block] for i in range(0, len(order) - block + 1, block)]
     groups["person"] = groups["man"] + groups["woman"]
     for pid in pids:
-        kind = by_pid[pid].object_type
+        kind = _BY_PID[pid].object_type
         if not groups[kind]:
             raise ValueError(f"relation {pid}: only {len(pools.get(kind, []))} usable {kind} entities for "
                              f"{config.num_distractors} distractors")
@@ -357,7 +336,7 @@ def generate_facts(config: CLKAConfig, accept_name: Optional[Callable[[str], boo
     for period in range(config.num_periods):
         for b in range(config.facts_per_period // block):
             pid = pids[rng.randrange(len(pids))]
-            group = list(rng.choice(groups[by_pid[pid].object_type]))
+            group = list(rng.choice(groups[_BY_PID[pid].object_type]))
             rng.shuffle(group)
             freq = config.frequencies[b % len(config.frequencies)]
             for j, obj in enumerate(group):
@@ -382,10 +361,15 @@ def check_languages(languages: Iterable[str]) -> List[str]:
     return out
 
 
+def _template_language(language: str) -> str:
+    """The language whose templates and name forms ``language`` uses (En-Clone: English)."""
+    return "en" if language in ("en_clone", "en-clone") else language
+
+
 def statement(fact_pid: str, subject: Entity, obj: Entity, language: str) -> str:
     """The statement of ``(subject, relation, obj)`` in ``language`` (``en_clone`` uses English)."""
-    lang = "en" if language in ("en_clone", "en-clone") else language
-    rel = _relation_by_pid()[fact_pid]
+    lang = _template_language(language)
+    rel = _BY_PID[fact_pid]
     if lang not in rel.templates:
         raise ValueError(f"relation {fact_pid} has no template for language {language!r}")
     return rel.templates[lang].format(s=subject.forms[lang], o=obj.forms[lang])
@@ -405,6 +389,7 @@ def knowledge_statements(facts: Sequence[Fact], period: Optional[int] = None, la
 def build_test_items(facts: Sequence[Fact], language: str, seed: int = 0) -> List[dict]:
     """One test item per fact in ``language``: options (true + distractors, shuffled) and answer index."""
     check_languages([language])
+    lang = _template_language(language)
     rng = random.Random(seed * 7919 + sum(map(ord, language)))
     items = []
     for f in facts:
@@ -417,13 +402,13 @@ def build_test_items(facts: Sequence[Fact], language: str, seed: int = 0) -> Lis
             "fact_id": f.id,
             "language": language,
             "pid": f.pid,
-            "relation": _relation_by_pid()[f.pid].label,
-            "subject": f.subject.forms["en" if language in ("en_clone", "en-clone") else language],
+            "relation": _BY_PID[f.pid].label,
+            "subject": f.subject.forms[lang],
             "period": f.period,
             "frequency": f.frequency,
             "options": options,
             "answer": order.index(0),
-            "objects": [objs[i].forms["en" if language in ("en_clone", "en-clone") else language] for i in order],
+            "objects": [objs[i].forms[lang] for i in order],
             "objects_en": [objs[i].forms["en"] for i in order],
         })
     return items
@@ -452,15 +437,15 @@ def name_token_stats(
 
     The tokens of an item's object names are exactly the tokens that distinguish its options.
     """
-    lens, single, in_pieces, total = [], 0, 0, 0
+    lens, single, in_pieces = [], 0, 0
     single_ids = _single_char_ids(encode)
     for e in entities:
         ids = encode(" " + e.forms["en"])
         lens.append(len(ids))
-        total += len(ids)
         if pieces is not None:
             in_pieces += sum(i in pieces for i in ids)
         single += sum(1 for i in ids if i in single_ids)
+    total = sum(lens)
     out = {"names": len(lens), "mean_tokens_per_name": sum(lens) / len(lens) if lens else float("nan"),
            "min_tokens_per_name": min(lens, default=0), "max_tokens_per_name": max(lens, default=0),
            "single_char_token_share": 100.0 * single / total if total else float("nan")}

@@ -108,13 +108,8 @@ def make_pair(rng: random.Random, label: int) -> Tuple[str, str]:
         adjective_nps = [np_ for np_ in (subj, obj) if np_.adjs]
         bare_nps = [np_ for np_ in (subj, obj) if np_.det is not None and not np_.adjs]
         if label == 0:  # entailment: drop information (or restate)
-            options = []
-            if adjective_nps:
-                options.append("drop_adj")
-            if place:
-                options.append("drop_place")
-            options.append("same")
-            kind = rng.choice(options)
+            options = (["drop_adj"] if adjective_nps else []) + (["drop_place"] if place else [])
+            kind = rng.choice(options + ["same"])
             if kind == "drop_adj":
                 target = rng.choice(adjective_nps)
                 hyp = _clause(subj.words([] if target is subj else None), [verb],

@@ -60,14 +60,10 @@ def bytes_to_unicode() -> Dict[int, str]:
         + list(range(ord("¡"), ord("¬") + 1))
         + list(range(ord("®"), ord("ÿ") + 1))
     )
-    chars = list(printable)
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(printable, chars)}
+    # the other bytes (controls, space, ...) stand for the characters from U+0100 on, in byte order
+    others = [b for b in range(256) if b not in printable]
+    chars = printable + [256 + n for n in range(len(others))]
+    return {b: chr(c) for b, c in zip(printable + others, chars)}
 
 
 @lru_cache(maxsize=1)
@@ -131,9 +127,7 @@ def starts_word_text(piece: str, space_marker: str = "\u2581") -> bool:
     Returns:
         bool: see the module docstring.
     """
-    if not piece:
-        return True
-    if piece.startswith(space_marker):
+    if not piece or piece.startswith(space_marker):
         return True
     if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
         try:  # SentencePiece byte-fallback piece
@@ -162,11 +156,10 @@ class PreAlignTokenizer:
     tokenizer_type: str = "PreAlignTokenizer"
 
     def __init__(self, *paths: Optional[str], **options: Any) -> None:
-        self.unique_identifiers: "OrderedDict[str, Any]" = OrderedDict()
-        self.unique_identifiers["class"] = type(self).__name__
-        self.unique_identifiers["tokenizer_path"] = [p for p in paths if p is not None]
-        for key, value in options.items():
-            self.unique_identifiers[key] = str(value)
+        self.unique_identifiers: "OrderedDict[str, Any]" = OrderedDict(
+            [("class", type(self).__name__), ("tokenizer_path", [p for p in paths if p is not None])]
+        )
+        self.unique_identifiers.update((key, str(value)) for key, value in options.items())
         self.unique_description = json.dumps(self.unique_identifiers, indent=4)
         self._word_start_mask: Optional[np.ndarray] = None
         self._vocab_size: int = 0
@@ -238,9 +231,8 @@ class PreAlignTokenizer:
         See the module docstring for the rule. Computed once and cached (read-only).
         """
         if self._word_start_mask is None:
-            mask = np.zeros(self.vocab_size, dtype=bool)
-            for i in range(self.vocab_size):
-                mask[i] = self._token_starts_word(i)
+            flags = map(self._token_starts_word, range(self.vocab_size))
+            mask = np.fromiter(flags, dtype=bool, count=self.vocab_size)
             mask[[i for i in self._special_ids if 0 <= i < self.vocab_size]] = True
             mask.setflags(write=False)
             self._word_start_mask = mask
@@ -293,12 +285,9 @@ def same_tokenizer(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     A wrapped tokenizer's ``base`` description (En-Clone) is compared the same way, so two
     En-Clone tokenizers over different base files of equal size are different.
     """
-    keys = ("type", "vocab_size", "eod")
-    if any(a.get(k) != b.get(k) for k in keys):
+    if any(a.get(k) != b.get(k) for k in ("type", "vocab_size", "eod")):
         return False
-    ha = {k: v for k, v in a.items() if k.endswith("sha256")}
-    hb = {k: v for k, v in b.items() if k.endswith("sha256")}
-    if not all(hb.get(k, v) == v for k, v in ha.items()):
+    if not all(b.get(k, v) == v for k, v in a.items() if k.endswith("sha256")):
         return False
     base_a, base_b = a.get("base"), b.get("base")
     if isinstance(base_a, dict) and isinstance(base_b, dict):

@@ -48,13 +48,10 @@ class EnCloneTokenizer(PreAlignTokenizer):
         self._pad = base.pad
         self._bos = base.bos
         self._special_ids = base.special_ids
-        special = np.zeros(self.base_vocab_size, dtype=bool)
-        special[[i for i in self._special_ids if 0 <= i < self.base_vocab_size]] = True
-        self._is_special = special
         # lookup table: base id -> clone id (specials map to themselves)
-        self._clone_lut = np.where(
-            special, np.arange(self.base_vocab_size), np.arange(self.base_vocab_size) + self.base_vocab_size
-        ).astype(np.int64)
+        self._clone_lut = np.arange(self.base_vocab_size, dtype=np.int64) + self.base_vocab_size
+        specials = [i for i in self._special_ids if 0 <= i < self.base_vocab_size]
+        self._clone_lut[specials] = specials
 
     # -------------------------------------------------------------- id mapping
     def clone_ids(self, ids: np.ndarray) -> np.ndarray:
@@ -123,9 +120,6 @@ class EnCloneTokenizer(PreAlignTokenizer):
             mask.setflags(write=False)
             self._word_start_mask = mask
         return self._word_start_mask
-
-    def _token_starts_word(self, token_id: int) -> bool:  # pragma: no cover - mask is direct
-        return bool(self.word_start_mask()[token_id])
 
     def describe(self) -> Dict[str, Any]:
         return {

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -60,7 +61,6 @@ def _byte_level_starts_word(token: str) -> bool:
     return starts_word_bytes(data)
 
 
-
 def _describe_with_files(tok: PreAlignTokenizer, **files: str) -> Dict[str, Any]:
     """``describe()`` of a file-based tokenizer: type, the files, their SHA-256, sizes, specials
     (keys in this order: the dict is written into tables and checkpoints)."""
@@ -68,6 +68,7 @@ def _describe_with_files(tok: PreAlignTokenizer, **files: str) -> Dict[str, Any]
     out.update({f"{name}_sha256": file_sha256(path) for name, path in files.items()})
     out.update(vocab_size=tok.vocab_size, eod=tok.eod, pad=tok.pad)
     return out
+
 
 class _TokenizersLibraryTokenizer(PreAlignTokenizer):
     """Encoding and decoding through a ``tokenizers.Tokenizer`` held in ``self._tok``."""
@@ -135,10 +136,13 @@ class GPT2BPETokenizer(_TokenizersLibraryTokenizer):
         return _describe_with_files(self, vocab_file=self.vocab_file, merge_file=self.merge_file)
 
 
-def _config_token(value: Any) -> Optional[str]:
+def _config_tokens(config: Dict[str, Any], key: str) -> List[str]:
+    """The token ``tokenizer_config.json`` names under ``key`` (a string or ``{"content": ...}``),
+    as a list of zero or one strings."""
+    value = config.get(key)
     if isinstance(value, dict):
         value = value.get("content")
-    return value if isinstance(value, str) else None
+    return [value] if isinstance(value, str) and value else []
 
 
 def _walk_components(node: Any) -> List[Dict[str, Any]]:
@@ -197,21 +201,17 @@ class HuggingFaceTokenizer(_TokenizersLibraryTokenizer):
         if os.path.isfile(config_path):
             with open(config_path, encoding="utf-8") as f:
                 config = json.load(f)
-        eod_token = _config_token(config.get("eos_token"))
-        candidates = ([eod_token] if eod_token else []) + list(HF_EOD_CANDIDATES)
-        eod = next((self._tok.token_to_id(t) for t in candidates if self._tok.token_to_id(t) is not None), None)
+        candidates = _config_tokens(config, "eos_token") + list(HF_EOD_CANDIDATES)
+        eod = self._first_id(candidates)
         if eod is None:
             raise ValueError(
                 f"--tokenizer-model {path}: no end-of-document token (tried {candidates}); "
                 "name it as eos_token in a tokenizer_config.json beside tokenizer.json"
             )
-        self._eod = int(eod)
-        pad_token = _config_token(config.get("pad_token"))
-        candidates = ([pad_token] if pad_token else []) + list(HF_PAD_CANDIDATES)
-        pad = next((self._tok.token_to_id(t) for t in candidates if self._tok.token_to_id(t) is not None), None)
-        self._pad = self._eod if pad is None else int(pad)
-        bos_token = _config_token(config.get("bos_token"))
-        self._bos = self._tok.token_to_id(bos_token) if bos_token else None
+        self._eod = eod
+        pad = self._first_id(_config_tokens(config, "pad_token") + list(HF_PAD_CANDIDATES))
+        self._pad = self._eod if pad is None else pad
+        self._bos = self._first_id(_config_tokens(config, "bos_token"))
         # The model's unknown token is a control token even when tokenizer.json does not list
         # it among the added special tokens (e.g. converted SentencePiece Unigram models): it
         # must never appear inside a table translation nor be cloned.
@@ -220,6 +220,10 @@ class HuggingFaceTokenizer(_TokenizersLibraryTokenizer):
             unk = self._tok.token_to_id(model["unk_token"])
         unk_ids = {int(unk)} if isinstance(unk, int) and 0 <= unk < self._vocab_size else set()
         self._special_ids = sorted(set(self._special_ids) | {self._eod, self._pad} | unk_ids)
+
+    def _first_id(self, tokens: List[str]) -> Optional[int]:
+        """The id of the first of ``tokens`` in the vocabulary, or None."""
+        return next((int(i) for i in map(self._tok.token_to_id, tokens) if i is not None), None)
 
     def id_to_token(self, token_id: int) -> str:
         token = self._tok.id_to_token(int(token_id))
@@ -347,17 +351,10 @@ class SentencePieceTokenizer(GPTSentencePieceTokenizer):
 
     def detokenize(self, ids: Iterable[int]) -> str:
         out: List[str] = []
-        run: List[int] = []
-        for i in ids_list(ids):
-            if i in self._added_inv:
-                if run:
-                    out.append(self._sp.decode(run))
-                    run = []
-                out.append(self._added_inv[i])
-            else:
-                run.append(i)
-        if run:
-            out.append(self._sp.decode(run))
+        # runs of model pieces are decoded together; an appended token reads as its string
+        for appended, group in itertools.groupby(ids_list(ids), key=self._added_inv.__contains__):
+            run = list(group)
+            out.extend([self._added_inv[i] for i in run] if appended else [self._sp.decode(run)])
         return "".join(out)
 
     def describe(self) -> Dict[str, Any]:
@@ -442,19 +439,14 @@ def build_tokenizer(
     Raises:
         FileNotFoundError / ValueError: one line naming the flag and path.
     """
+    # each constructor checks its own flags and files first (one-line errors naming the flag)
     if tokenizer_type == "GPT2BPETokenizer":
-        check_file(vocab_file, "--vocab-file")
-        check_file(merge_file, "--merge-file")
         return GPT2BPETokenizer(vocab_file, merge_file)
     if tokenizer_type == "HuggingFaceTokenizer":
-        if tokenizer_model is None:
-            raise ValueError("--tokenizer-model is required for --tokenizer-type HuggingFaceTokenizer")
         return HuggingFaceTokenizer(tokenizer_model)
     if tokenizer_type == "SentencePieceTokenizer":
-        check_file(tokenizer_model, "--tokenizer-model")
         return SentencePieceTokenizer(tokenizer_model, vocab_extra_ids=vocab_extra_ids)
     if tokenizer_type == "GPTSentencePieceTokenizer":
-        check_file(tokenizer_model, "--tokenizer-model")
         return GPTSentencePieceTokenizer(tokenizer_model)
     if tokenizer_type == "NullTokenizer":
         return NullTokenizer(vocab_size)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ Both give identical ids (GPT-2 pre-tokenization, no normalizer, no prefix space)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Dict, Iterable, Iterator, List, Sequence
@@ -87,10 +88,10 @@ def train_byte_level_bpe(
 
     created = not os.path.isdir(output_dir)
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
-    done = False
+    paths = [os.path.join(output_dir, name) for name in names]
     try:
         # the four files appear together: all are renamed after all are written
-        with atomic_paths([os.path.join(output_dir, name) for name in names]) as (tok_json, config_json, vocab_json, merges):
+        with atomic_paths(paths) as (tok_json, config_json, vocab_json, merges):
             try:
                 tok.save(tok_json)
             except Exception as err:  # the tokenizers library raises a plain Exception for I/O errors
@@ -110,16 +111,9 @@ def train_byte_level_bpe(
                 f.write("#version: 0.2\n")
                 for merge in spec["model"]["merges"]:
                     f.write((merge if isinstance(merge, str) else " ".join(merge)) + "\n")
-        done = True
-    finally:
-        if not done and created:
-            try:
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
                 os.rmdir(output_dir)  # only if empty: nothing of ours is left in it
-            except OSError:
-                pass
-    return {
-        "tokenizer_json": os.path.join(output_dir, "tokenizer.json"),
-        "tokenizer_config": os.path.join(output_dir, "tokenizer_config.json"),
-        "vocab_file": os.path.join(output_dir, "vocab.json"),
-        "merge_file": os.path.join(output_dir, "merges.txt"),
-    }
+        raise
+    return dict(zip(("tokenizer_json", "tokenizer_config", "vocab_file", "merge_file"), paths))

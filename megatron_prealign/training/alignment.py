@@ -18,6 +18,7 @@ from megatron.core.utils import unwrap_model
 
 from megatron_prealign.model.prealign import aligned_cosine_similarity
 from megatron_prealign.model.word_batches import WordBatchConfig, WordBatchSampler
+from megatron_prealign.platform import device
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,6 @@ class AlignmentStream:
             sims = aligned_cosine_similarity(model, self.probe(), levels=[0])
             value[0] = sims["emb"]
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            from megatron_prealign.platform import device
-
             buf = value.to(device())
             torch.distributed.all_reduce(buf, group=parallel_state.get_pipeline_model_parallel_group())
             value = buf.cpu()

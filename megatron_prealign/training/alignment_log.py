@@ -22,21 +22,21 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from megatron.core import parallel_state
 from megatron.core.utils import unwrap_model
+from torch.nn.utils.rnn import pad_sequence
 
 from megatron_prealign.model.alignment_metrics import alignment_stats
+from megatron_prealign.model.prealign import _output_embedding_weight
+from megatron_prealign.platform import device
 
 __all__ = ["EmbeddingAlignmentProbe"]
 
-_STATS = ("raw_cosine", "centred_cosine", "norm_ratio")
 _NAMES = {"raw_cosine": "raw cos", "centred_cosine": "centred cos", "norm_ratio": "norm ratio"}
+"""The statistics logged (keys of ``alignment_stats``, in log order) and their log names."""
 
 
 def _pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), -1, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
-    return out
+    tensors = [torch.tensor(list(r), dtype=torch.long) for r in rows]
+    return pad_sequence(tensors, batch_first=True, padding_value=-1)
 
 
 class EmbeddingAlignmentProbe:
@@ -89,7 +89,9 @@ class EmbeddingAlignmentProbe:
         part = weight.detach().float()[a:b].sum(0) if b > a else weight.new_zeros(weight.shape[1], dtype=torch.float32)
         return self._tp_sum(part.clone()) / max(hi - lo, 1)
 
-    def _level(self, weight: torch.Tensor, start: int) -> Dict[str, float]:
+    def _level(self, weight: torch.Tensor, start: int) -> torch.Tensor:
+        """The statistics of one embedding matrix (this rank's vocabulary shard from ``start``), as
+        float64 in :data:`_NAMES` order."""
         src = self._word_rows(weight, start, self.src)
         tgt = self._word_rows(weight, start, self.tgt)
         if self.clone_base_vocab is not None:
@@ -98,7 +100,8 @@ class EmbeddingAlignmentProbe:
         else:
             src_mean = self._word_rows(weight, start, self.src_lang).mean(0)
             tgt_mean = self._word_rows(weight, start, self.tgt_lang).mean(0)
-        return alignment_stats(src, tgt, src_mean, tgt_mean)
+        stats = alignment_stats(src, tgt, src_mean, tgt_mean)
+        return torch.tensor([stats[k] for k in _NAMES], dtype=torch.float64)
 
     @torch.no_grad()
     def stats(self, model: torch.nn.Module) -> Dict[str, float]:
@@ -107,25 +110,17 @@ class EmbeddingAlignmentProbe:
         Call on every rank; every rank gets the same values.
         """
         gpt = unwrap_model(model)
-        values = torch.zeros(2 * len(_STATS), dtype=torch.float64)
+        values = torch.zeros(2 * len(_NAMES), dtype=torch.float64)
         if gpt.pre_process:
             emb = gpt.embedding.word_embeddings
-            s = self._level(emb.weight, int(emb.vocab_start_index))
-            values[:len(_STATS)] = torch.tensor([s[k] for k in _STATS], dtype=torch.float64)
+            values[:len(_NAMES)] = self._level(emb.weight, int(emb.vocab_start_index))
         if gpt.post_process:
-            weight = (gpt.shared_embedding_or_output_weight() if gpt.share_embeddings_and_output_weights
-                      else gpt.output_layer.weight)
+            weight = _output_embedding_weight(gpt)
             start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
-            s = self._level(weight, start)
-            values[len(_STATS):] = torch.tensor([s[k] for k in _STATS], dtype=torch.float64)
+            values[len(_NAMES):] = self._level(weight, start)
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            from megatron_prealign.platform import device
-
             buf = values.to(device())
             torch.distributed.all_reduce(buf, group=parallel_state.get_pipeline_model_parallel_group())
             values = buf.cpu()
-        out: Dict[str, float] = {}
-        for j, level in enumerate(("emb", "out")):
-            for i, k in enumerate(_STATS):
-                out[f"align {level} {_NAMES[k]}"] = float(values[j * len(_STATS) + i])
-        return out
+        names = [f"align {level} {name}" for level in ("emb", "out") for name in _NAMES.values()]
+        return dict(zip(names, values.tolist()))

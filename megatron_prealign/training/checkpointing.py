@@ -108,14 +108,10 @@ def _megatron_args(meta: Mapping[str, Any], model_cfg: Mapping[str, Any], train_
         return False
 
     args = {k: v for k, v in (meta.get("args") or {}).items() if keep(v)}
-    tp = parallel_state.get_tensor_model_parallel_world_size()
-    pp = parallel_state.get_pipeline_model_parallel_world_size()
-    dp = parallel_state.get_data_parallel_world_size()
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     # The run's facts: always what this save was made under.
     args.update(
-        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, data_parallel_size=dp,
-        world_size=world, padded_vocab_size=int(model_cfg["vocab_size"]), iteration=iteration,
+        _layout(), world_size=world, padded_vocab_size=int(model_cfg["vocab_size"]), iteration=iteration,
         consumed_train_samples=int(train_state.get("consumed_train_samples", 0) or 0),
         consumed_valid_samples=int(train_state.get("consumed_valid_samples", 0) or 0),
         skipped_train_samples=int(train_state.get("skipped_train_samples", 0) or 0),
@@ -142,9 +138,7 @@ def _megatron_args(meta: Mapping[str, Any], model_cfg: Mapping[str, Any], train_
         num_layers_per_virtual_pipeline_stage=None, expert_model_parallel_size=1, num_experts=None,
         make_vocab_size_divisible_by=128, use_distributed_optimizer=False,
     )
-    for k, v in defaults.items():
-        if args.get(k) is None:
-            args[k] = v
+    args.update({k: v for k, v in defaults.items() if args.get(k) is None})
     # Shape fields must be the model's, whatever the flags said (e.g. a kept vocabulary padding).
     args.update(num_layers=model_cfg["num_layers"], hidden_size=h, num_attention_heads=heads)
     return Namespace(**args)
@@ -352,9 +346,8 @@ def save_checkpoint(
         dist_checkpointing.save(sd, tmp, validate_access_integrity=True, content_metadata=content_md)
         _barrier()
         if _is_rank0():
-            full_meta = dict(meta)
-            full_meta.update({"iteration": iteration, "train_state": dict(train_state),
-                              "stage": train_state.get("stage"), "parallel": _layout()})
+            full_meta = {**meta, "iteration": iteration, "train_state": dict(train_state),
+                         "stage": train_state.get("stage"), "parallel": _layout()}
             with open(os.path.join(tmp, META_FILENAME), "w") as f:
                 json.dump(full_meta, f, indent=2, sort_keys=True, default=str)
             if os.path.exists(final):  # re-saving the same iteration: replace it

@@ -47,13 +47,9 @@ def default_dataset_class() -> Type[GPTDataset]:
 def lm_sample_counts(train_iters: int, global_batch_size: int, eval_interval: int, eval_iters: int
                      ) -> List[int]:
     """Samples each split must provide (Megatron-LM's formula for train and validation)."""
-    train = train_iters * global_batch_size
-    if eval_interval and eval_iters:
-        evals = (train_iters // eval_interval + 1) * eval_iters
-        valid = evals * global_batch_size
-    else:
-        valid = 0
-    return [train, valid, 0]  # no test pass in this loop: the test split is never read
+    evals = (train_iters // eval_interval + 1) * eval_iters if eval_interval and eval_iters else 0
+    # No test pass in this loop: the test split is never read.
+    return [train_iters * global_batch_size, evals * global_batch_size, 0]
 
 
 def build_lm_datasets(
@@ -81,8 +77,6 @@ def build_lm_datasets(
         FileNotFoundError: a prefix without its ``.bin``/``.idx`` (one line naming the flag).
         ValueError: a split that is read but has no documents, or no data for it.
     """
-    import os
-
     flags = SPLIT_FLAGS if cfg.per_split else ("--data-path",)
     blends = cfg.blend_per_split if cfg.per_split else [cfg.blend]
     for flag, blend in zip(flags, blends):
@@ -113,10 +107,9 @@ def build_lm_datasets(
         # A split nobody reads is not built: megatron-core would loop forever on an empty one, and
         # changing --split instead would move the train/valid boundary (and the training data).
         gpt_cfg.split_matrix = [b if n else None for b, n in zip(gpt_cfg.split_matrix, num_samples)]
-    counts = [int(n) for n in num_samples]
     # Every rank builds (memory-mapped, cheap) and reads its own microbatches; no TP broadcast.
-    train, valid, test = BlendedMegatronDatasetBuilder(dataset_cls, counts, lambda: True, gpt_cfg).build()
-    return train, valid, test
+    counts = [int(n) for n in num_samples]
+    return tuple(BlendedMegatronDatasetBuilder(dataset_cls, counts, lambda: True, gpt_cfg).build())
 
 
 def _check_splits(cfg: DataConfig, num_samples: Sequence[int]) -> None:

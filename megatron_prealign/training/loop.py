@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -27,6 +28,7 @@ from megatron.core import parallel_state
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.transformer.module import Float16Module
 from megatron.core.utils import get_model_config, unwrap_model
 
 from megatron_prealign.model.gpt import GPTModelConfig, build_gpt_model
@@ -37,7 +39,7 @@ from megatron_prealign.model.prealign import (
 )
 from megatron_prealign.platform import device
 from megatron_prealign.training.config import OptimConfig
-from megatron_prealign.training.stages import ScheduleSegment, Stage, segment_index_at
+from megatron_prealign.training.stages import ScheduleSegment, Stage, _lm_segment, segment_index_at
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +97,6 @@ def build_model(cfg: GPTModelConfig, overlap_grad_reduce: bool = False, use_dist
     """
     model = build_gpt_model(cfg)
     if cfg.bf16 or cfg.fp16:
-        from megatron.core.transformer.module import Float16Module
-
         model = Float16Module(model.config, model)
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
@@ -132,13 +132,8 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
     optimizer = get_megatron_optimizer(opt_config, model)
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
         chunk.config.grad_scale_func = optimizer.scale_loss
-    if segment is None:
-        segment = ScheduleSegment(
-            name="all", start=0, iters=train_iters, lr=cfg.lr, min_lr=cfg.min_lr,
-            warmup_iters=cfg.lr_warmup_iters,
-            decay_iters=cfg.lr_decay_iters if cfg.lr_decay_iters is not None else train_iters,
-            decay_style=cfg.lr_decay_style, warmup_init=cfg.lr_warmup_init,
-        )
+    if segment is None:  # the LM stage's schedule over the whole job
+        segment = _lm_segment("all", 0, train_iters, cfg)
     return optimizer, build_scheduler(optimizer, segment, cfg.weight_decay)
 
 
@@ -184,8 +179,6 @@ def reset_optimizer_state_(optimizer: Any) -> None:
     parameters and the DDP grad buffers, stay as they are; the state is rebuilt lazily (zero
     moments, step 1) by the next ``step()``, as for a newly constructed optimizer.
     """
-    from collections import defaultdict
-
     for opt in _inner_optimizers(optimizer):
         opt.state = defaultdict(dict)
         for group in opt.param_groups:

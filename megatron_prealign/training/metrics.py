@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import time
 from collections import defaultdict
 from typing import Any, Callable, Dict, Optional
 
@@ -93,8 +92,6 @@ class IntervalLogger:
         self._elapsed = 0.0
         self._skipped = 0
         self._nan = 0
-        self._start = time.time()
-        self._last = time.time()
 
     def add_iteration(self, elapsed_s: float, tokens: int, losses: Dict[str, float],
                       skipped: bool = False) -> None:
@@ -142,14 +139,12 @@ class IntervalLogger:
             f"learning rate: {lr:.6E}",
             f"global batch size: {global_batch_size:5d}",
         ]
-        for key in sorted(means):
-            parts.append(f"{key}: {means[key]:.6E}")
+        parts += [f"{key}: {means[key]:.6E}" for key in sorted(means)]
         if loss_scale is not None:
             parts.append(f"loss scale: {loss_scale:.1f}")
         if grad_norm is not None:
             parts.append(f"grad norm: {grad_norm:.3f}")
-        for key, value in (extra or {}).items():
-            parts.append(f"{key}: {value:.4f}")
+        parts += [f"{key}: {value:.4f}" for key, value in (extra or {}).items()]
         parts.append(f"number of skipped iterations: {self._skipped:3d}")
         parts.append(f"number of nan iterations: {self._nan:3d}")
         parts.append(f"ETA: {format_eta(eta)}")

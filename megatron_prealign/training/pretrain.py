@@ -12,9 +12,11 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Type
 
 import torch
+from megatron.core import num_microbatches_calculator as nmc
 from megatron.core import parallel_state
 
 from megatron_prealign.model.prealign import LevelLossTracker, resolve_levels
+from megatron_prealign.platform.compat import init_num_microbatches
 from megatron_prealign.training import checkpointing
 from megatron_prealign.training.config import PretrainConfig
 from megatron_prealign.training.data import build_lm_datasets, build_lm_iterator, lm_sample_counts
@@ -93,13 +95,9 @@ def pretrain(
     check_device_support(cfg, torch.cuda.is_available())
     if meta.get("args"):
         log_rank0(format_args_dump(meta["args"]))
-    from megatron_prealign.platform.compat import init_num_microbatches
-
     # Megatron-Core's calculator: the current global batch and microbatch count (ramp-up aware).
     init_num_microbatches(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0,
                           t.rampup_batch_size, t.global_batch_size, t.micro_batch_size, dp)
-    from megatron.core import num_microbatches_calculator as nmc
-
     num_microbatches = nmc.get_num_microbatches()
 
     # --- Startup checks that need only files -----------------------------------------------
@@ -136,7 +134,6 @@ def pretrain(
         print(f" > number of parameters on (tensor, pipeline) model parallel rank "
               f"({parallel_state.get_tensor_model_parallel_rank()}, "
               f"{parallel_state.get_pipeline_model_parallel_rank()}): {n_params}", flush=True)
-    loaded = False
     if cfg.prealign.clone_perfect_init and resume_meta is None:
         if not cfg.prealign.clone_base_vocab_size:
             raise ValueError("--clone-perfect-init needs an En-Clone tokenizer (--en-clone)")
@@ -162,7 +159,6 @@ def pretrain(
                                                load_rng=cfg.checkpoint.load_rng)
         state = TrainState.from_dict(ts)
         state.iteration = it
-        loaded = True
         log_rank0(f" loaded checkpoint from {cfg.checkpoint.load} at iteration {it} "
                   f"(consumed samples {state.consumed_train_samples}, stage {state.stage or '-'})")
     if align_stream is not None and state.align:
@@ -174,9 +170,7 @@ def pretrain(
     valid_iter = build_lm_iterator(valid_ds, state.consumed_valid_samples, t.micro_batch_size, dp_rank, dp,
                                    num_workers=min(workers, 1), cyclic=True)
 
-    full_meta = dict(meta)
-    full_meta["model"] = cfg.model.to_dict()
-    full_meta["config"] = cfg.to_dict()
+    full_meta = {**meta, "model": cfg.model.to_dict(), "config": cfg.to_dict()}
     if hasattr(tokenizer, "describe"):
         full_meta["tokenizer"] = tokenizer.describe()
 
@@ -196,27 +190,23 @@ def pretrain(
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     log_rank0(f" training: {t.train_iters} iterations from {state.iteration}, global batch "
               f"{t.global_batch_size} ({num_microbatches} microbatches x {t.micro_batch_size} x dp {dp}), "
-              f"prealign mode {cfg.prealign.mode}{' (resumed)' if loaded else ''}")
+              f"prealign mode {cfg.prealign.mode}{' (resumed)' if resume_meta is not None else ''}")
 
     for chunk in model:
         chunk.train()
     exit_conditions = ExitConditions(handle_signals=t.exit_signal_handler, duration_mins=t.exit_duration_in_mins,
                                      start_time=_PROCESS_START)
     with exit_conditions:
-        state = _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream,
-                            cfg.prealign.loss, tracker, state, log, save, cfg.data.seq_length,
-                            world_size, exit_conditions, segments, held, probe)
+        state = _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, tracker,
+                            state, log, save, world_size, exit_conditions, segments, held, probe)
     log.close()
     return state
 
 
-def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, loss_config, tracker,
-                state: TrainState, log: IntervalLogger, save, seq_length: int, world_size: int,
-                exit_conditions: ExitConditions, segments, held: int, probe) -> TrainState:
+def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, align_stream, tracker,
+                state: TrainState, log: IntervalLogger, save, world_size: int, exit_conditions: ExitConditions,
+                segments, held: int, probe) -> TrainState:
     """Iterations until ``train_iters``, ``--exit-interval``, SIGTERM or ``--exit-duration-in-mins``."""
-    from megatron.core import num_microbatches_calculator as nmc
-
-    last_grad_norm: Optional[float] = None
     exiting = False
     while state.iteration < t.train_iters and not exiting:
         stage = stage_at(state.iteration, t.train_iters, cfg.prealign)
@@ -228,20 +218,18 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
         nmc.update_num_microbatches(state.consumed_train_samples, consistency_check=True)
         num_microbatches = nmc.get_num_microbatches()
         global_batch = nmc.get_current_global_batch_size()
-        tokens_per_iter = global_batch * seq_length
         start = time.time()
         losses, grad_norm, skipped = train_step(
             stage, model, optimizer, scheduler, train_iter, num_microbatches,
             cfg.data.seq_length, t.micro_batch_size, align_stream,
-            num_align_microbatches=1, loss_config=loss_config, tracker=tracker,
+            num_align_microbatches=1, loss_config=cfg.prealign.loss, tracker=tracker,
         )
         elapsed = time.time() - start
         state.iteration += 1
         state.stage = stage.name
         if stage.has_lm:
             state.consumed_train_samples += global_batch
-        last_grad_norm = grad_norm
-        log.add_iteration(elapsed, tokens_per_iter if stage.has_lm else 0, losses, skipped)
+        log.add_iteration(elapsed, global_batch * cfg.data.seq_length if stage.has_lm else 0, losses, skipped)
         stage_ends = state.iteration < t.train_iters and \
             stage_at(state.iteration, t.train_iters, cfg.prealign).name != stage.name
         if state.iteration % t.log_interval == 0:
@@ -255,7 +243,7 @@ def _train_loop(cfg, t, model, optimizer, scheduler, train_iter, valid_iter, ali
                         extra["align loss" if name == "total" else f"align loss {name}"] = value
                 extra["aligned cosine emb"] = align_stream.aligned_cosine(model[0])
             log.emit(state.iteration, state.consumed_train_samples, stage.name, scheduler.get_lr(
-                optimizer.param_groups[0]), global_batch, last_grad_norm, extra,
+                optimizer.param_groups[0]), global_batch, grad_norm, extra,
                 loss_scale=_loss_scale(optimizer), world_size=world_size)
         elif stage_ends and stage.has_align and probe is not None:
             # The end of the alignment stage is the point that matters (before the LM stage).

@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List
 
-from megatron_prealign.training.config import OptimConfig, PreAlignConfig
+from megatron_prealign.training.config import PREALIGN_MODES, OptimConfig, PreAlignConfig
 
 __all__ = ["Stage", "stage_at", "ScheduleSegment", "schedule_segments", "segment_index_at"]
 
@@ -73,20 +73,15 @@ class Stage:
 
 def stage_at(iteration: int, train_iters: int, cfg: PreAlignConfig) -> Stage:
     """The stage of the optimizer step that starts after ``iteration`` completed steps."""
-    lm = Stage("lm", 1.0, 0.0)
-    if cfg.mode == "none":
-        return lm
+    if cfg.mode not in PREALIGN_MODES:
+        raise ValueError(f"unknown --prealign-mode {cfg.mode!r}")
     if cfg.mode == "on-the-fly":
         return Stage("lm+align", 1.0, cfg.loss.align_weight)
-    if cfg.mode == "init":
-        if iteration < cfg.iters:
-            return Stage("prealign", cfg.loss.lm_weight, cfg.loss.align_weight)
-        return lm
-    if cfg.mode == "post":
-        if iteration >= train_iters - cfg.iters:
-            return Stage("postalign", cfg.loss.lm_weight, cfg.loss.align_weight)
-        return lm
-    raise ValueError(f"unknown --prealign-mode {cfg.mode!r}")
+    if cfg.mode == "init" and iteration < cfg.iters:
+        return Stage("prealign", cfg.loss.lm_weight, cfg.loss.align_weight)
+    if cfg.mode == "post" and iteration >= train_iters - cfg.iters:
+        return Stage("postalign", cfg.loss.lm_weight, cfg.loss.align_weight)
+    return Stage("lm", 1.0, 0.0)
 
 
 @dataclass(frozen=True)
