@@ -34,6 +34,7 @@ import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
 
 from megatron_prealign.model.gpt import GPTModelConfig
+from megatron_prealign.platform.errors import error_line
 
 __all__ = [
     "TRACKER_FILENAME",
@@ -236,8 +237,7 @@ def load_model_tensors(path: str) -> Dict[str, torch.Tensor]:
     try:
         metadata = dist_checkpointing.load_tensors_metadata(path)
     except Exception as exc:  # CheckpointingException, missing .metadata, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable dist_checkpointing checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: not a readable dist_checkpointing checkpoint ({error_line(exc)})") from None
     wanted = {k: v for k, v in metadata.items()
               if isinstance(v, ShardedTensor) and k.startswith(MODEL_PREFIXES) and "_extra_state" not in k}
     if not wanted:

@@ -23,16 +23,12 @@ import functools
 import sys
 from typing import Callable, List, Optional
 
-__all__ = ["USER_ERRORS", "tool_main", "error_line"]
+from megatron_prealign.platform.errors import error_line
+
+__all__ = ["USER_ERRORS", "tool_main"]
 
 USER_ERRORS = (OSError, ValueError, RuntimeError)
 """What a tool reports as a one-line error (bad files, bad values, failed passes)."""
-
-
-def error_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def tool_main(prog: str) -> Callable[[Callable[[List[str]], Optional[int]]], Callable[..., int]]:

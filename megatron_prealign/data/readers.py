@@ -399,7 +399,9 @@ class CorpusReader:
         try:
             return pq.ParquetFile(path, buffer_size=1 << 20)
         except Exception as err:  # pyarrow raises ArrowInvalid / OSError with long messages
-            raise InputError(f"{path}: not a readable parquet file ({_first_line(err)})") from None
+            from megatron_prealign.platform.errors import error_line  # here: platform imports torch
+
+            raise InputError(f"{path}: not a readable parquet file ({error_line(err)})") from None
 
     def _check_parquet_schema(self, path: str) -> None:
         import pyarrow as pa
@@ -436,7 +438,9 @@ class CorpusReader:
         except InputError:
             raise
         except Exception as err:  # corrupt pages, truncated file
-            raise InputError(f"{path}:row {row + 1}: cannot read parquet ({_first_line(err)})") from None
+            from megatron_prealign.platform.errors import error_line  # here: platform imports torch
+
+            raise InputError(f"{path}:row {row + 1}: cannot read parquet ({error_line(err)})") from None
         finally:
             parquet.close()
 
@@ -458,9 +462,3 @@ def iter_documents(inputs: Sequence[str], json_keys: Sequence[str] = ("text",), 
             for text in value if isinstance(value, list) else [value]:
                 if text:
                     yield text
-
-
-def _first_line(err: Exception) -> str:
-    """The first line of ``err``'s message (pyarrow's are long), or its type's name if empty."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

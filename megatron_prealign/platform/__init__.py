@@ -10,6 +10,7 @@ Public surface:
 * :func:`device` — the device library code should put tensors on.
 * :mod:`.process` — free ports, children that die with their parent, stale temp files.
 * :mod:`.compat` — differences between supported megatron-core releases.
+* :mod:`.errors` — ``error_line``, the one-line form of an exception.
 """
 
 from megatron_prealign.platform.runtime import (
