@@ -285,6 +285,24 @@ def test_truncated_checkpoint_files_are_one_line_errors_naming_the_file(tmp_path
         checkpointing.load_checkpoint(str(tmp_path), model, opt, sched)
     assert "\n" not in str(err.value) and str(err.value).startswith(str(common))
     common.write_bytes(cdata)
+    # A damaged .metadata: read by training's object look-up and, without prealign_meta.json, by
+    # the shape probe that derives the metadata (training and eval).
+    metadata = it_dir / ".metadata"
+    mdata = metadata.read_bytes()
+    metadata.write_bytes(mdata[: len(mdata) // 2])
+
+    def error_of(load):
+        with pytest.raises(checkpointing.CheckpointError) as err:
+            load()
+        return str(err.value)
+
+    named = str(metadata) + ": checkpoint file truncated"
+    assert error_of(lambda: checkpointing.load_checkpoint(str(tmp_path), model, opt, sched)).startswith(named)
+    (it_dir / "prealign_meta.json").rename(it_dir / "meta.bak")
+    assert error_of(lambda: checkpointing.load_checkpoint(str(tmp_path), model, opt, sched)).startswith(named)
+    assert error_of(lambda: checkpointing.read_meta(str(tmp_path))).startswith(named)
+    metadata.write_bytes(mdata)
+    (it_dir / "meta.bak").rename(it_dir / "prealign_meta.json")
     checkpointing.load_checkpoint(str(tmp_path), model, opt, sched)  # intact again: loads
 
 

@@ -25,10 +25,11 @@ Errors are one line and name the file: :class:`CheckpointError` (a ``ValueError`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 from megatron.core import dist_checkpointing, parallel_state, tensor_parallel
@@ -46,6 +47,7 @@ __all__ = [
     "read_latest_iteration",
     "resolve_checkpoint",
     "find_damaged_file",
+    "damaged_files_named",
     "guarded_load",
     "read_common",
     "common_args",
@@ -192,27 +194,32 @@ def find_damaged_file(path: str) -> Optional[str]:
     return None
 
 
-def damaged_file_error(path: str, exc: BaseException) -> Optional[CheckpointError]:
-    bad = find_damaged_file(path)
-    if bad is None:
-        return None
-    size = os.path.getsize(bad) if os.path.isfile(bad) else None
-    what = "missing" if size is None else f"truncated or corrupt ({size} bytes)"
-    return CheckpointError(f"{bad}: checkpoint file {what}; {type(exc).__name__} while loading "
-                           "(the save was interrupted or the file was damaged; load an earlier iteration)")
+@contextlib.contextmanager
+def damaged_files_named(path: str) -> Iterator[None]:
+    """Turn a failure while reading the checkpoint ``path`` into a one-line ``CheckpointError``
+    naming its damaged file (:func:`find_damaged_file`); re-raise it as is when every file is whole.
+
+    Catches ``BaseException`` (torch's ``CheckpointException`` derives from it), never Ctrl-C or exit.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        bad = find_damaged_file(path)
+        if bad is None:
+            raise
+        size = os.path.getsize(bad) if os.path.isfile(bad) else None
+        what = "missing" if size is None else f"truncated or corrupt ({size} bytes)"
+        raise CheckpointError(f"{bad}: checkpoint file {what}; {type(exc).__name__} while loading "
+                              "(the save was interrupted or the file was damaged; load an earlier iteration)"
+                              ) from None
 
 
 def guarded_load(sharded_state_dict: Dict[str, Any], path: str, **kwargs: Any) -> Dict[str, Any]:
     """``dist_checkpointing.load`` that names a damaged file in one line instead of a traceback."""
-    try:
+    with damaged_files_named(path):
         return dist_checkpointing.load(sharded_state_dict, path, **kwargs)
-    except BaseException as exc:  # torch's CheckpointException derives from BaseException
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-            raise
-        err = damaged_file_error(path, exc)
-        if err is not None:
-            raise err from None
-        raise
 
 
 MODEL_PREFIXES = ("embedding.", "decoder.", "output_layer.")
@@ -353,15 +360,10 @@ def meta_from_checkpoint_files(path: str, iteration: int) -> Dict[str, Any]:
     common = read_common(path)
     args = common_args(common)
     vocab = None
-    try:
+    with damaged_files_named(path):
         tensors = dist_checkpointing.load_tensors_metadata(path)
-        if EMBEDDING_KEY in tensors:
-            vocab = int(tensors[EMBEDDING_KEY].global_shape[0])
-    except Exception as exc:
-        err = damaged_file_error(path, exc)
-        if err is not None:
-            raise err from None
-        raise
+    if EMBEDDING_KEY in tensors:
+        vocab = int(tensors[EMBEDDING_KEY].global_shape[0])
     meta: Dict[str, Any] = {
         "iteration": int(common.get("iteration", iteration)),
         "args": args,

@@ -55,7 +55,7 @@ from megatron_prealign.checkpoint.layout import (  # noqa: F401  (re-exported: t
     check_model_compatible,
     checkpoint_dir,
     common_args,
-    damaged_file_error,
+    damaged_files_named,
     guarded_load,
     load_model_for_eval,
     read_common,
@@ -385,13 +385,8 @@ def _has_object(path: str, key: str) -> bool:
 
     if os.path.isdir(os.path.join(path, key)):
         return True
-    try:
+    with damaged_files_named(path):
         names = FileSystemReader(path).read_metadata().state_dict_metadata
-    except Exception as exc:
-        err = damaged_file_error(path, exc)
-        if err is not None:
-            raise err from None
-        raise
     return any(name.startswith(key + "/") for name in names)
 
 
