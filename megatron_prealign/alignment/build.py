@@ -313,8 +313,9 @@ def build_en_clone_table(
             by_ids[key].count += count
             continue
         bare = None if word.lower() in CLITIC_WORDS else _bare_ids(tokenizer, word, ids, special)
-        bare_clone = tokenizer.tokenize_clone(word.strip()) if bare else None
-        translation = Translation(word, tokenizer.encode_word_clone(word), bare_clone)
+        # the clone of the ids already encoded (no second tokenization of the word)
+        bare_clone = tokenizer.clone_id_list(bare) if bare else None
+        translation = Translation(word, tokenizer.clone_id_list(ids), bare_clone)
         by_ids[key] = AlignmentEntry(word, count, ids, {EN_CLONE_LANGUAGE: [translation]},
                                      bare_ids=bare)
     table = AlignmentTable(

@@ -12,7 +12,7 @@ English word to its clone is built by ``megatron_prealign.alignment.build.build_
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Sequence
 
 import numpy as np
 
@@ -90,9 +90,13 @@ class EnCloneTokenizer(PreAlignTokenizer):
         """English ids (the base tokenizer's)."""
         return self.base.tokenize(text)
 
+    def clone_id_list(self, ids: Sequence[int]) -> List[int]:
+        """En-Clone ids of the English ids ``ids`` (specials unchanged), as Python ints."""
+        return ids_list(self.clone_ids(np.asarray(ids, dtype=np.int64)))
+
     def tokenize_clone(self, text: str) -> List[int]:
         """En-Clone ids of ``text``."""
-        return ids_list(self.clone_ids(np.asarray(self.base.tokenize(text), dtype=np.int64)))
+        return self.clone_id_list(self.base.tokenize(text))
 
     def encode_word(self, word: str) -> List[int]:
         """English word-initial ids (as the base tokenizer)."""
@@ -100,7 +104,7 @@ class EnCloneTokenizer(PreAlignTokenizer):
 
     def encode_word_clone(self, word: str) -> List[int]:
         """En-Clone word-initial ids."""
-        return ids_list(self.clone_ids(np.asarray(self.base.encode_word(word), dtype=np.int64)))
+        return self.clone_id_list(self.base.encode_word(word))
 
     def detokenize(self, ids: Iterable[int]) -> str:
         """Text of English and/or clone ids (a clone token reads as its English twin)."""
