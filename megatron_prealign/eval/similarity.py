@@ -102,7 +102,7 @@ def mean_aligned_similarity(model: torch.nn.Module, table, config: SimilarityCon
     """
     from megatron_prealign.model.alignment_metrics import alignment_stats
     from megatron_prealign.model.prealign import (
-        _output_embedding_weight, aligned_cosine_similarity, level_name, pooled_level_features,
+        aligned_cosine_similarity, level_name, output_embedding_weight, pooled_level_features,
         resolve_levels, stage_levels)
     from megatron.core.utils import unwrap_model
     from megatron_prealign.model.word_batches import WordBatchConfig, WordBatchSampler
@@ -169,7 +169,7 @@ def mean_aligned_similarity(model: torch.nn.Module, table, config: SimilarityCon
             else:
                 from megatron.core import parallel_state
 
-                weight = _output_embedding_weight(gpt)
+                weight = output_embedding_weight(gpt)
                 start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
             src_mean, tgt_mean = (m.cpu() for m in embedding_language_means(weight, start, *language_ids))
         stats = alignment_stats(torch.cat(src_feats[name]), torch.cat(tgt_feats[name]), src_mean, tgt_mean)

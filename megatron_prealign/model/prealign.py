@@ -101,6 +101,7 @@ __all__ = [
     "level_name",
     "pooled_level_features",
     "alignment_level_losses",
+    "output_embedding_weight",
 ]
 
 
@@ -264,7 +265,8 @@ def _without_lm_head(gpt: torch.nn.Module):
         gpt.post_process = saved
 
 
-def _output_embedding_weight(gpt: torch.nn.Module) -> torch.Tensor:
+def output_embedding_weight(gpt: torch.nn.Module) -> torch.Tensor:
+    """The output layer's weight (this rank's vocabulary shard): the input embedding when tied."""
     if gpt.share_embeddings_and_output_weights:
         return gpt.shared_embedding_or_output_weight()
     return gpt.output_layer.weight
@@ -391,7 +393,7 @@ def pooled_level_features(
             emb = gpt.embedding.word_embeddings
             partial_sums[level] = _vocab_shard_row_sums(emb.weight, emb.vocab_start_index, tokens, valid)
         elif level == num_layers + 1:
-            weight = _output_embedding_weight(gpt)
+            weight = output_embedding_weight(gpt)
             partial_sums[level] = _vocab_shard_row_sums(weight, tp_rank * weight.shape[0], tokens, valid)
         elif level not in layer_sums:
             raise RuntimeError(f"prealign: layer {level} is not on this pipeline stage")
@@ -621,7 +623,7 @@ class PreAlignForwardStep:
             if stage_loss is not None:
                 output = MoEAuxLossAutoScaler.apply(output, stage_loss)
             return output, _never_called
-        return output, partial(_align_loss_func, stage_loss, _output_embedding_weight(gpt))
+        return output, partial(_align_loss_func, stage_loss, output_embedding_weight(gpt))
 
     # -- language modelling
     def _lm_step(self, batch, model):

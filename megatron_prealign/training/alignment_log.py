@@ -25,7 +25,7 @@ from megatron.core.utils import unwrap_model
 from torch.nn.utils.rnn import pad_sequence
 
 from megatron_prealign.model.alignment_metrics import alignment_stats
-from megatron_prealign.model.prealign import _output_embedding_weight
+from megatron_prealign.model.prealign import output_embedding_weight
 from megatron_prealign.platform import device
 
 __all__ = ["EmbeddingAlignmentProbe"]
@@ -115,7 +115,7 @@ class EmbeddingAlignmentProbe:
             emb = gpt.embedding.word_embeddings
             values[:len(_NAMES)] = self._level(emb.weight, int(emb.vocab_start_index))
         if gpt.post_process:
-            weight = _output_embedding_weight(gpt)
+            weight = output_embedding_weight(gpt)
             start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
             values[len(_NAMES):] = self._level(weight, start)
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:

@@ -39,7 +39,7 @@ from megatron_prealign.model.prealign import (
 )
 from megatron_prealign.platform import device
 from megatron_prealign.training.config import OptimConfig
-from megatron_prealign.training.stages import ScheduleSegment, Stage, _lm_segment, segment_index_at
+from megatron_prealign.training.stages import ScheduleSegment, Stage, lm_segment, segment_index_at
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def build_optimizer_and_scheduler(cfg: OptimConfig, model: List[torch.nn.Module]
     for chunk in model:  # as Megatron-LM: the schedule scales the loss for (b)f16 loss scaling
         chunk.config.grad_scale_func = optimizer.scale_loss
     if segment is None:  # the LM stage's schedule over the whole job
-        segment = _lm_segment("all", 0, train_iters, cfg)
+        segment = lm_segment("all", 0, train_iters, cfg)
     return optimizer, build_scheduler(optimizer, segment, cfg.weight_decay)
 
 

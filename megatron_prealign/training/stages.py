@@ -48,7 +48,7 @@ from typing import List
 
 from megatron_prealign.training.config import PREALIGN_MODES, OptimConfig, PreAlignConfig
 
-__all__ = ["Stage", "stage_at", "ScheduleSegment", "schedule_segments", "segment_index_at"]
+__all__ = ["Stage", "stage_at", "ScheduleSegment", "schedule_segments", "segment_index_at", "lm_segment"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def _alignment_segment(name: str, start: int, cfg: PreAlignConfig, optim: OptimC
     )
 
 
-def _lm_segment(name: str, start: int, iters: int, optim: OptimConfig) -> ScheduleSegment:
+def lm_segment(name: str, start: int, iters: int, optim: OptimConfig) -> ScheduleSegment:
+    """The LM stage's schedule (``--lr`` ... ``--min-lr``) over ``iters`` iterations from ``start``."""
     return ScheduleSegment(
         name=name, start=start, iters=iters, lr=optim.lr, min_lr=optim.min_lr,
         warmup_iters=optim.lr_warmup_iters,
@@ -142,11 +143,11 @@ def schedule_segments(train_iters: int, cfg: PreAlignConfig, optim: OptimConfig)
         raise ValueError(f"unknown --prealign-schedule {cfg.schedule!r} (separate or shared)")
     boundary = cfg.schedule == "separate" and cfg.mode in ("init", "post") and 0 < cfg.iters < train_iters
     if not boundary:
-        return [_lm_segment("all", 0, train_iters, optim)]
+        return [lm_segment("all", 0, train_iters, optim)]
     p = cfg.iters
     if cfg.mode == "init":
-        return [_alignment_segment("prealign", 0, cfg, optim), _lm_segment("lm", p, train_iters - p, optim)]
-    return [_lm_segment("lm", 0, train_iters - p, optim), _alignment_segment("postalign", train_iters - p, cfg, optim)]
+        return [_alignment_segment("prealign", 0, cfg, optim), lm_segment("lm", p, train_iters - p, optim)]
+    return [lm_segment("lm", 0, train_iters - p, optim), _alignment_segment("postalign", train_iters - p, cfg, optim)]
 
 
 def segment_index_at(iteration: int, segments: List[ScheduleSegment]) -> int:
